@@ -1,0 +1,41 @@
+# RimNet: `make train` runs the main job on the synthetic cohort, `make test` runs the tests.
+# Both install what they need into .venv first (idempotent: a stamp file records the install).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# GPU users: make install TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+export WANDB_MODE ?= offline
+export PYTHONUNBUFFERED := 1
+SCALE ?= paper
+
+.PHONY: install train test test-all lint bench reproduce-table3 clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+train: install  ## RimNet (phase + FLAIR) on the `default` synthetic cohort (generated on first use)
+	$(PY) -m rimnet.train +experiment=phase_flair
+
+test: install  ## fast test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-all: install  ## including the slow end-to-end tests
+	$(PY) -m pytest -q -m ""
+
+lint: install
+	$(VENV)/bin/ruff check rimnet tests benchmarks
+
+bench: install
+	$(PY) benchmarks/preprocess.py
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache

@@ -1,0 +1,167 @@
+"""The patch cache: cohort → validated volumes → candidates → patches (+ offline augmentation).
+
+Layout of a cache folder (written atomically as a whole; reused while its fingerprint matches):
+
+- ``patches.bin``: one contiguous C-order array (N, C, S, S, S) of ``dtype`` (float16 by default),
+  memory-mappable with :func:`load_cache`; row ``n`` belongs to row ``n`` of ``lesions.csv``.
+- ``lesions.csv``: one row per stored patch, originals and augmented copies (columns in the README).
+- ``patients.csv``: one row per patient, also those with zero candidates.
+- ``meta.json``: shape, dtype, modalities, parameters and the fingerprint of inputs + parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rimnet.data.candidates import CandidateRules, extract_candidates
+from rimnet.data.cohort import MASKS, load_patient, read_cohort
+from rimnet.data.patches import ROTATIONS, ElasticDeformer, center_crop, crop_centered, normalise, rotate
+from rimnet.io import atomic_path, file_signature, fingerprint, write_json
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class PreprocessConfig:
+    """Parameters of :func:`build_cache` (mirrors ``conf/preprocess.yaml``)."""
+
+    modalities: list[str] = field(default_factory=lambda: ["phase", "t2star", "flair"])
+    patch_size: int = 28
+    max_shift: int = 2
+    elastic_copies: int = 3
+    rotate_rim: bool = True
+    elastic_margin: int = 6
+    dtype: str = "float16"
+    seed: int = 0
+    resample: bool = False
+    sites: list[str] | None = None
+    rules: CandidateRules = field(default_factory=CandidateRules)
+
+    @property
+    def context(self) -> int:
+        return self.patch_size + 2 * self.max_shift
+
+
+@dataclass
+class PatchCache:
+    """A loaded cache: memory-mapped patches, the lesion and patient tables and ``meta.json``."""
+
+    patches: np.ndarray
+    lesions: pd.DataFrame
+    patients: pd.DataFrame
+    meta: dict
+    path: Path
+
+    def channels(self, modalities: list[str]) -> list[int]:
+        """Indices of ``modalities`` in the stored channel order (raises on a missing one)."""
+        stored = self.meta["modalities"]
+        missing = [m for m in modalities if m not in stored]
+        if missing:
+            raise ValueError(f"cache {self.path} has modalities {stored}; {missing} requested")
+        return [stored.index(m) for m in modalities]
+
+
+def _inputs_signature(cohort: pd.DataFrame, cfg: PreprocessConfig) -> list:
+    cols = [c for c in (*cfg.modalities, *MASKS) if c in cohort.columns]
+    return [[row.patient_id, row.site, row.scanner] + [file_signature(row[c]) if row[c] and Path(row[c]).exists() else row[c] for c in cols]
+            for _, row in cohort.iterrows()]
+
+
+def build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessConfig = PreprocessConfig(),
+                force: bool = False, progress: bool = True) -> PatchCache:
+    """Build (or reuse) the patch cache of a cohort and return it loaded.
+
+    Example:
+        >>> cache = build_cache("cohort.csv", "cache/")  # doctest: +SKIP
+        >>> cache.patches.shape  # doctest: +SKIP
+        (4312, 3, 32, 32, 32)
+    """
+    cohort = read_cohort(cohort_csv, cfg.modalities, cfg.sites)
+    params = asdict(cfg)
+    key = fingerprint({"version": CACHE_VERSION, "params": params, "inputs": _inputs_signature(cohort, cfg)})
+    cache_dir = Path(cache_dir)
+    meta_path = cache_dir / "meta.json"
+    if not force and meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == key:
+        return load_cache(cache_dir)
+
+    deformer = ElasticDeformer(seed=cfg.seed) if cfg.elastic_copies > 0 else None
+    context, big = cfg.context, cfg.context + 2 * cfg.elastic_margin
+    np_dtype = np.dtype(cfg.dtype)
+    rows, patients = [], []
+    with atomic_path(cache_dir) as tmp:
+        tmp.mkdir()
+        n_total = 0
+        with open(tmp / "patches.bin", "wb") as fh:
+            bar = tqdm(list(cohort.iterrows()), desc="preprocess", unit="patient", disable=not progress)
+            for _, prow in bar:
+                vol = load_patient(prow, cfg.modalities, resample=cfg.resample)
+                table, _ = extract_candidates(
+                    vol.masks["lesion_mask"], vol.affine, cfg.rules,
+                    **{m: vol.masks.get(m) for m in ("rim_mask", "rater1_mask", "rater2_mask", "anatomy", "air_mask")},
+                )
+                patients.append({"patient_id": vol.patient_id, "site": vol.site, "scanner": vol.scanner,
+                                 "voxel_mm": float(vol.voxel_mm.mean()), "n_candidates": len(table)})
+                stack = [vol.images[m] for m in cfg.modalities]
+                for cand in table.itertuples(index=False):
+                    centre = np.array([cand.center_i, cand.center_j, cand.center_k])
+                    raw = np.stack([crop_centered(img, centre, big) for img in stack])
+                    lesion_id = f"{vol.patient_id}_L{cand.lesion_index:04d}"
+                    base = {"patient_id": vol.patient_id, "site": vol.site, "scanner": vol.scanner,
+                            "source_lesion_id": lesion_id, **cand._asdict()}
+                    out = [("none", normalise(center_crop(raw, context)))]
+                    if not cand.excluded and cand.label >= 0:
+                        sources = [("none", raw)]
+                        if cfg.rotate_rim and cand.label == 1:
+                            sources += [(name, rotate(raw, plane, k)) for name, plane, k in ROTATIONS]
+                        for name, src in sources:
+                            if name != "none":
+                                out.append((name, normalise(center_crop(src, context))))
+                            for e in range(cfg.elastic_copies):
+                                tag = f"elastic{e + 1}" if name == "none" else f"{name}+elastic{e + 1}"
+                                out.append((tag, normalise(deformer(src, context))))
+                    for tag, patch in out:
+                        fh.write(np.ascontiguousarray(patch, dtype=np_dtype).tobytes())
+                        rows.append({**base, "lesion_id": lesion_id if tag == "none" else f"{lesion_id}_{tag}", "augmentation": tag})
+                    n_total += len(out)
+                bar.set_postfix(patches=n_total)
+        lesions = pd.DataFrame(rows, columns=_LESION_COLUMNS + [c for c in (rows[0] if rows else {}) if c not in _LESION_COLUMNS])
+        lesions.to_csv(tmp / "lesions.csv", index=False)
+        pd.DataFrame(patients).to_csv(tmp / "patients.csv", index=False)
+        originals = lesions[lesions.augmentation == "none"] if len(lesions) else lesions
+        meta = {
+            "fingerprint": key, "version": CACHE_VERSION, "cohort": str(Path(cohort_csv).resolve()),
+            "shape": [n_total, len(cfg.modalities), context, context, context], "dtype": cfg.dtype,
+            "modalities": list(cfg.modalities), "params": params,
+            "counts": {"patients": len(patients), "patches": n_total, "candidates": int(len(originals)),
+                       "excluded": originals["excluded"].replace("", "kept").value_counts().to_dict() if len(originals) else {}},
+        }
+        write_json(tmp / "meta.json", meta)
+    return load_cache(cache_dir)
+
+
+_LESION_COLUMNS = ["patient_id", "lesion_id", "site", "scanner", "label", "volume_mm3", "n_voxels", "center_i", "center_j", "center_k",
+                   "center_x", "center_y", "center_z", "location", "excluded", "consensus_needed", "rater1", "rater2",
+                   "augmentation", "source_lesion_id", "lesion_index"]
+
+
+def load_cache(cache_dir: str | Path) -> PatchCache:
+    """Open a cache folder; patches are memory-mapped read-only."""
+    cache_dir = Path(cache_dir)
+    meta_path = cache_dir / "meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{cache_dir} is not a patch cache (no meta.json); run python -m rimnet.preprocess")
+    meta = json.loads(meta_path.read_text())
+    shape = tuple(meta["shape"])
+    if shape[0] == 0:
+        patches = np.zeros(shape, dtype=meta["dtype"])
+    else:
+        patches = np.memmap(cache_dir / "patches.bin", dtype=meta["dtype"], mode="r", shape=shape)
+    lesions = pd.read_csv(cache_dir / "lesions.csv", dtype={"excluded": str, "location": str}, keep_default_na=False)
+    patients = pd.read_csv(cache_dir / "patients.csv", dtype={"patient_id": str, "scanner": str}, keep_default_na=False)
+    return PatchCache(patches, lesions, patients, meta, cache_dir)

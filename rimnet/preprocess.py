@@ -1,0 +1,45 @@
+"""``python -m rimnet.preprocess cohort=<cohort.csv> cache_dir=<dir>``: build the patch cache.
+
+cohort.csv -> validation -> 6-connected candidates (size rule, labels, location, exclusions)
+-> lesion-centred patches normalised to [-1, 1] -> offline augmentation -> cache folder with
+``patches.bin``, ``lesions.csv``, ``patients.csv`` and ``meta.json``. Run with ``--help`` for options.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
+from rimnet.data.candidates import CandidateRules
+from rimnet.data.cohort import CohortError
+
+
+def preprocess_config(params: DictConfig) -> PreprocessConfig:
+    """Turn the ``patches`` config node into a :class:`PreprocessConfig`."""
+    d = OmegaConf.to_container(params, resolve=True)
+    rules = CandidateRules(**d.pop("rules"))
+    return PreprocessConfig(**d, rules=rules)
+
+
+def summary(cache: PatchCache) -> str:
+    """Human-readable counts of a cache."""
+    c = cache.meta["counts"]
+    return (f"cache {cache.path}: {c['patients']} patients, {c['candidates']} candidates, {c['patches']} patches "
+            f"{tuple(cache.meta['shape'])}; exclusions {c['excluded']}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="preprocess")
+def main(cfg: DictConfig) -> None:
+    try:
+        cache = build_cache(cfg.cohort, cfg.cache_dir, preprocess_config(cfg.params), force=cfg.force, progress=cfg.progress)
+    except CohortError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(summary(cache))
+
+
+if __name__ == "__main__":
+    main()
