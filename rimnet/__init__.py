@@ -1,0 +1,15 @@
+"""RimNet: automated assessment of paramagnetic rim lesions in MS (Barquero et al. 2020).
+
+Pipeline stages, one sub-package each, the flow going one way:
+``synth`` → ``data`` → ``models`` → ``training`` → ``evaluation`` → ``inference``.
+"""
+
+import os
+
+from omegaconf import OmegaConf
+
+__version__ = "0.1.0"
+
+# Resolvers used by the Hydra configs in conf/.
+OmegaConf.register_new_resolver("len", lambda x: len(x), replace=True)
+OmegaConf.register_new_resolver("dirname", lambda p: os.path.dirname(os.path.abspath(str(p))), replace=True)

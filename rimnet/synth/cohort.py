@@ -26,11 +26,12 @@ class Scale:
     basel: int
     lausanne: int
     lesion_scale: float
+    min_rim: int = 0  # at least this many true rim+ lesions per patient (smoke: every test sees both classes)
     fov_mm: tuple[float, float, float] = (64.0, 72.0, 52.0)
 
 
 SCALES: dict[str, Scale] = {
-    "smoke": Scale(basel=2, lausanne=2, lesion_scale=1.0),
+    "smoke": Scale(basel=2, lausanne=2, lesion_scale=1.0, min_rim=3),
     "default": Scale(basel=8, lausanne=8, lesion_scale=1.0),
     "paper": Scale(basel=69, lausanne=55, lesion_scale=1.0),
 }
@@ -71,7 +72,7 @@ def generate_cohort(out: str | Path, scale: str = "smoke", seed: int = 0, force:
     for n, (site_name, i) in enumerate(tqdm(jobs, desc=f"synth {scale}", unit="patient", disable=not progress)):
         pid = f"{site_name[:3]}{i + 1:03d}"
         rng = np.random.default_rng([seed, n])
-        patient = make_patient(SITES[site_name], sc.fov_mm, sc.lesion_scale, rng)
+        patient = make_patient(SITES[site_name], sc.fov_mm, sc.lesion_scale, rng, min_rim=sc.min_rim)
         pdir = out / pid
         if force or not (pdir / "lesion_mask.nii.gz").exists():
             _write_patient(pdir, patient)

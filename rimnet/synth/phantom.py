@@ -141,7 +141,8 @@ def _lesion_mask(
     return box, mask, rad
 
 
-def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_scale: float, rng: np.random.Generator) -> Patient:
+def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_scale: float, rng: np.random.Generator,
+                 min_rim: int = 0) -> Patient:
     """Generate one patient of ``site``; ``lesion_scale`` scales the lesion counts (1.0 = paper)."""
     v = site.voxel_mm
     anat = A.make_anatomy(fov_mm, v, rng)
@@ -153,7 +154,7 @@ def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_s
 
     # --- ground-truth lesion list --------------------------------------------------------------
     n_rim = int(rng.negative_binomial(site.rim_pos_dispersion, site.rim_pos_dispersion / (site.rim_pos_dispersion + site.rim_pos_mean)))
-    n_rim = int(round(n_rim * lesion_scale))
+    n_rim = max(int(round(n_rim * lesion_scale)), min_rim)
     n_neg = int(rng.poisson(39.0 * lesion_scale))
     kinds = [True] * n_rim + [False] * n_neg
     order = rng.permutation(len(kinds))  # interleave so large rim+ lesions do not always come first

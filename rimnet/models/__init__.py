@@ -1,0 +1,5 @@
+"""Networks: RimNet and its unimodal baseline."""
+
+from rimnet.models.rimnet import RimNet
+
+__all__ = ["RimNet"]
