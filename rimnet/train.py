@@ -12,7 +12,6 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rimnet.training.run import finish_wandb, make_datamodule, make_module, make_trainer, prepare_cache, prepare_splits
@@ -20,7 +19,8 @@ from rimnet.training.run import finish_wandb, make_datamodule, make_module, make
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job; returns the test metrics (empty when ``test=false``)."""
-    out = Path(HydraConfig.get().runtime.output_dir)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
     try:

@@ -6,8 +6,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import simple_patient, write_cohort
+
 from rimnet.data.cache import PreprocessConfig, build_cache, load_cache
 from rimnet.data.cohort import CohortError
 

@@ -67,7 +67,7 @@ def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -
     Flip-then-crop of axis ``d`` reads index ``m + s + t`` (no flip) or ``S - 1 - (m + s + t)``
     (flipped) for output position ``t``; one gather does all three axes.
     """
-    B, C, S = x.shape[0], x.shape[1], x.shape[-1]
+    B, S = x.shape[0], x.shape[-1]
     margin = (S - patch_size) // 2
     dev = x.device
     v = variants.to(dev).long()

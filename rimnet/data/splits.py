@@ -35,7 +35,8 @@ def _assign(patients: pd.DataFrame, lesions: pd.DataFrame, n_folds: int, seed: i
         with_lesions = les["patient_id"].unique()
         if len(with_lesions) >= n_folds:
             sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-            for k, (_, test) in enumerate(sgkf.split(np.zeros(len(les)), les["label"].to_numpy(), les["patient_id"].to_numpy())):
+            groups = les["patient_id"].to_numpy()
+            for k, (_, test) in enumerate(sgkf.split(np.zeros(len(les)), les["label"].to_numpy(), groups)):
                 for pid in les["patient_id"].to_numpy()[test]:
                     fold_of[pid] = k
         rest = [p for p in pids if p not in fold_of]
@@ -57,8 +58,8 @@ def make_splits(patients: pd.DataFrame, lesions: pd.DataFrame, outer_folds: int 
         splits["outer"].append({"train": train, "test": test})
         sub = patients[patients["patient_id"].isin(train)]
         inner = _assign(sub, originals[originals["patient_id"].isin(train)], inner_folds, seed + 1 + k)
-        splits["inner"].append([{"train": sorted(p for p, f in inner.items() if f != j), "val": sorted(p for p, f in inner.items() if f == j)}
-                                for j in range(inner_folds)])
+        splits["inner"].append([{"train": sorted(p for p, f in inner.items() if f != j),
+                                 "val": sorted(p for p, f in inner.items() if f == j)} for j in range(inner_folds)])
     return splits
 
 
@@ -83,7 +84,8 @@ def validate_splits(splits: dict, patient_ids: list[str], source: str = "splits"
             extra = sorted((set(inner["train"]) | set(inner["val"])) - set(fold["train"]))
             dup = sorted(set(inner["train"]) & set(inner["val"]))
             if extra or dup:
-                raise SplitError(f"{source}: inner fold {k}.{j} uses patient(s) {(extra or dup)[:5]} outside outer fold {k}'s training set or twice")
+                raise SplitError(f"{source}: inner fold {k}.{j} uses patient(s) {(extra or dup)[:5]} "
+                                 f"outside outer fold {k}'s training set or twice")
     missing = sorted(known - set(seen))
     if missing:
         raise SplitError(f"{source}: patient(s) {missing[:5]} are in no outer test fold")

@@ -88,6 +88,20 @@ def _segment_distance(c: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarr
     return np.sqrt(((c - closest) ** 2).sum(0))
 
 
+def draw_rim_count(site: SiteProfile, rng: np.random.Generator, lesion_scale: float = 1.0, min_rim: int = 0) -> int:
+    """True rim+ lesions of one patient: negative binomial with the site's mean and dispersion."""
+    r = site.rim_pos_dispersion
+    n = int(rng.negative_binomial(r, r / (r + site.rim_pos_mean)))
+    return max(int(round(n * lesion_scale)), min_rim)
+
+
+def draw_rim(rng: np.random.Generator) -> tuple[float, float]:
+    """Rim susceptibility (ppm) and angular coverage (1 = complete rim, else a partial rim)."""
+    strength = float(rng.lognormal(np.log(0.075), 0.5))
+    coverage = 1.0 if rng.random() < 0.6 else float(rng.uniform(0.45, 0.85))
+    return strength, coverage
+
+
 def _draw_volume(rng: np.random.Generator, rim: bool) -> float:
     # Log-normal fits of §2.3: rim+ 325 ± 410 mm³, rim- 103 ± 232 mm³ (above 12.3 mm³).
     if rim:
@@ -153,8 +167,7 @@ def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_s
     wobble = smooth_noise(shape, 2.0 / v, rng)
 
     # --- ground-truth lesion list --------------------------------------------------------------
-    n_rim = int(rng.negative_binomial(site.rim_pos_dispersion, site.rim_pos_dispersion / (site.rim_pos_dispersion + site.rim_pos_mean)))
-    n_rim = max(int(round(n_rim * lesion_scale)), min_rim)
+    n_rim = draw_rim_count(site, rng, lesion_scale, min_rim)
     n_neg = int(rng.poisson(39.0 * lesion_scale))
     kinds = [True] * n_rim + [False] * n_neg
     order = rng.permutation(len(kinds))  # interleave so large rim+ lesions do not always come first
@@ -212,8 +225,7 @@ def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_s
         t2s_mod[box] += core * rng.uniform(0.15, 0.35)
         flair_mod[box] = np.maximum(flair_mod[box], core * rng.uniform(0.55, 0.95) * (1.1 if rim else 1.0))
         if rim:
-            strength = float(rng.lognormal(np.log(0.075), 0.5))
-            coverage = 1.0 if rng.random() < 0.6 else float(rng.uniform(0.45, 0.85))
+            strength, coverage = draw_rim(rng)
             shell = (rad > 0.7) & (rad < 1.12)
             if coverage < 1.0:
                 c = anat.coords[(slice(None),) + box] - centre.reshape(3, 1, 1, 1)

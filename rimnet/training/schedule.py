@@ -73,7 +73,8 @@ class Staircase:
         return "decay"
 
     def state_dict(self) -> dict:
-        return {"level": self.level, "best": self.best, "wait": self.wait, "epochs_per_rate": list(self.epochs_per_rate), "stopped": self.stopped}
+        return {"level": self.level, "best": self.best, "wait": self.wait, "epochs_per_rate": list(self.epochs_per_rate),
+                "stopped": self.stopped}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():

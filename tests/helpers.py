@@ -1,0 +1,59 @@
+"""Compose the real Hydra configs in tests (as lightning-hydra-template does)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_train(overrides: list[str], root: Path, output_dir: Path) -> DictConfig:
+    """The train config with ``overrides``, data under ``root``/data and the run in ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(root)
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
+def read_offline_wandb(path: Path) -> tuple[list[dict], dict]:
+    """History rows and summary of an offline W&B run file (``run-*.wandb``, LevelDB log format)."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, buf, chunks = path.read_bytes(), 7, b"", []  # 7-byte ":W&B" file header
+    block = 32768
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (kind == 0 and length == 0):
+            pos += left
+            continue
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            chunks.append(chunk)
+        elif kind in (2, 3):
+            buf = chunk if kind == 2 else buf + chunk
+        elif kind == 4:
+            chunks.append(buf + chunk)
+    history, summary = [], {}
+    for c in chunks:
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(c)
+        kind = rec.WhichOneof("record_type")
+        if kind == "history":
+            history.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})
+        elif kind == "summary":
+            summary.update({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.summary.update})
+    return history, summary

@@ -1,0 +1,184 @@
+"""Statistics against independent implementations and brute force; analyses on hand-made tables."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from sklearn.metrics import average_precision_score, roc_auc_score
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
+from rimnet.evaluation import analysis as A
+from rimnet.evaluation.stats import (
+    confusion_metrics,
+    delong_ci,
+    delong_components,
+    delong_covariance,
+    delong_test,
+    mcnemar_test,
+    threshold_at_specificity,
+    two_proportion_z_test,
+    welch_t_test,
+)
+
+
+def brute_force_components(y, s):
+    pos, neg = s[y == 1], s[y == 0]
+    psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    return psi.mean(), psi.mean(1), psi.mean(0)
+
+
+@pytest.fixture
+def scored():
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.2
+    a = np.round(y * 1.2 + rng.normal(size=300), 1)  # rounding creates ties
+    b = np.round(0.6 * a + y * 0.5 + rng.normal(size=300), 1)
+    return y.astype(int), a, b
+
+
+def test_delong_components_equal_brute_force(scored):
+    y, a, b = scored
+    aucs, v10, v01 = delong_components(y, np.vstack([a, b]))
+    for r, s in enumerate((a, b)):
+        auc, bv10, bv01 = brute_force_components(y, s)
+        assert aucs[r] == pytest.approx(auc) == pytest.approx(roc_auc_score(y, s))
+        np.testing.assert_allclose(v10[r], bv10)
+        np.testing.assert_allclose(v01[r], bv01)
+
+
+def test_delong_covariance_and_test_by_hand(scored):
+    y, a, b = scored
+    _, ca10, ca01 = brute_force_components(y, a)
+    _, cb10, cb01 = brute_force_components(y, b)
+    m, n = len(ca10), len(ca01)
+    s10 = np.cov(np.vstack([ca10, cb10]))
+    s01 = np.cov(np.vstack([ca01, cb01]))
+    cov = s10 / m + s01 / n
+    _, fast = delong_covariance(y, np.vstack([a, b]))
+    np.testing.assert_allclose(fast, cov)
+    z = (roc_auc_score(y, a) - roc_auc_score(y, b)) / np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    r = delong_test(y, a, b)
+    assert r.z == pytest.approx(z) and r.p_value == pytest.approx(2 * sps.norm.sf(abs(z)))
+    assert delong_test(y, a, a).p_value == pytest.approx(1.0)
+    lo, auc, hi = delong_ci(y, a)
+    assert auc == pytest.approx(roc_auc_score(y, a))
+    assert hi - auc == pytest.approx(1.959964 * np.sqrt(cov[0, 0]), rel=1e-5) and lo < auc < hi
+
+
+def test_delong_scales_to_many_lesions():
+    rng = np.random.default_rng(1)
+    y = (rng.random(40_000) < 0.09).astype(int)
+    s = y + rng.normal(size=y.size)
+    r = delong_test(y, s, s + rng.normal(scale=0.3, size=y.size))
+    assert 0 <= r.p_value <= 1 and r.auc_a > r.auc_b
+
+
+def test_mcnemar_equals_statsmodels():
+    rng = np.random.default_rng(2)
+    a, b = rng.random(200) < 0.8, rng.random(200) < 0.7
+    ours = mcnemar_test(a, b)
+    table = [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
+    ref = sm_mcnemar(table, exact=False, correction=True)
+    assert ours.statistic == pytest.approx(ref.statistic) and ours.p_value == pytest.approx(ref.pvalue)
+    assert mcnemar_test([True, False], [True, False]).p_value == 1.0
+
+
+def test_welch_equals_scipy():
+    a, b = [1, 2, 3, 4, 9.0], [2, 2, 2.5, 3.0]
+    t, p = welch_t_test(a, b)
+    ref = sps.ttest_ind(a, b, equal_var=False)
+    assert (t, p) == pytest.approx((ref.statistic, ref.pvalue))
+
+
+def test_two_proportion_z_test_by_hand():
+    # §3.3: 225/389 rim+ vs 1203/4605 rim- lesions are periventricular
+    z, p = two_proportion_z_test(225, 389, 1203, 4605)
+    pooled = (225 + 1203) / (389 + 4605)
+    z_hand = (225 / 389 - 1203 / 4605) / np.sqrt(pooled * (1 - pooled) * (1 / 389 + 1 / 4605))
+    assert z == pytest.approx(z_hand) and p == pytest.approx(sps.norm.sf(z_hand)) and p < 1e-4
+
+
+def test_threshold_at_specificity_on_hand_made_scores():
+    y = [0] * 20 + [1] * 4
+    s = list(range(20)) + [30, 19, 18.5, 2]
+    t = threshold_at_specificity(y, s, 0.95)  # one false positive allowed out of 20
+    assert 18 < t <= 19
+    pred = np.array(s) >= t
+    m = confusion_metrics(y, pred)
+    assert m["specificity"] == 0.95 and m["sensitivity"] == 0.75
+    assert threshold_at_specificity(y, s, 1.0) > 19  # no false positive
+    y2, s2 = [0, 0, 0, 0, 1], [0.5, 0.5, 0.5, 0.1, 0.9]  # ties at the boundary are all excluded
+    assert confusion_metrics(y2, np.array(s2) >= threshold_at_specificity(y2, s2, 0.7))["specificity"] == 1.0
+
+
+def test_confusion_metrics_by_hand():
+    m = confusion_metrics([1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 0, 1, 0, 0, 0, 0])
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 4)
+    assert m["accuracy"] == 0.75 and m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == 0.8
+    assert m["ppv"] == pytest.approx(2 / 3) and m["npv"] == 0.8 and m["f1"] == pytest.approx(2 / 3)
+
+
+def _preds(seed=0, folds=4, n=200):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.15).astype(int)
+    return pd.DataFrame({"label": y, "prob": np.clip(0.5 * y + rng.random(n) * 0.8, 0, 1), "fold": np.arange(n) % folds})
+
+
+def test_mean_curves_match_sklearn_per_fold():
+    pred = _preds()
+    mc = A.mean_curves(pred)
+    for fold, g in pred.groupby("fold"):
+        assert mc.fold_auc[fold] == pytest.approx(roc_auc_score(g.label, g.prob))
+        assert mc.fold_ap[fold] == pytest.approx(average_precision_score(g.label, g.prob))
+    assert mc.auc == pytest.approx(np.mean(list(mc.fold_auc.values())))
+    assert mc.pooled_auc == pytest.approx(roc_auc_score(pred.label, pred.prob))
+    assert mc.tpr[0] >= 0 and mc.tpr[-1] == 1.0 and np.all(np.diff(mc.tpr) >= 0)
+    # the area under the mean step curve approaches the mean AUC
+    assert np.trapezoid(mc.tpr, mc.grid) == pytest.approx(mc.auc, abs=0.02)
+
+
+def test_roc_on_grid_is_piecewise_constant():
+    tpr = A.roc_on_grid([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], np.array([0.0, 0.49, 0.5, 1.0]))
+    assert tpr.tolist() == [0.5, 0.5, 1.0, 1.0]
+
+
+def test_patient_wise_counts_on_a_hand_made_table():
+    pred = pd.DataFrame({
+        "patient_id": ["a"] * 5 + ["b"] * 3 + ["c"] * 2,
+        "label": [1, 1, 1, 1, 0, 1, 0, 0, 0, 0],
+        "pred": [1, 1, 1, 0, 1, 1, 1, 0, 0, 0],
+        "rater1": [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],
+        "rater2": [1, 1, 0, 1, 0, 1, 0, 0, 1, 0],
+    })
+    counts = A.patient_counts(pred)
+    assert counts.loc["a", ["true", "model", "rater1", "rater2"]].tolist() == [4, 4, 4, 3]
+    assert counts.loc["b", ["true", "model"]].tolist() == [1, 2]
+    pw = A.patient_wise(counts, thresholds=[1, 4])
+    at4 = pw[(pw.threshold == 4)].set_index("who")
+    assert at4.loc["model", "accuracy"] == 1.0 and at4.loc["rater2", "accuracy"] == pytest.approx(2 / 3)
+    at1 = pw[(pw.threshold == 1)].set_index("who")
+    assert at1.loc["rater2", ["tp", "fp", "tn", "fn"]].tolist() == [2, 1, 0, 0]
+
+
+def test_operating_point_table_and_error_analyses():
+    pred = _preds(seed=3)
+    rng = np.random.default_rng(4)
+    pred["rater1"] = np.where(rng.random(len(pred)) < 0.9, pred.label, 1 - pred.label)
+    pred["rater2"] = pred.label
+    pred["consensus_needed"] = pred.rater1 != pred.rater2
+    pred["location"] = np.array(["periventricular", "juxtacortical", "deep_wm", "other"])[np.arange(len(pred)) % 4]
+    op = A.apply_operating_point(pred)
+    for _, g in op.groupby("fold"):
+        assert confusion_metrics(g.label, g.pred)["specificity"] >= 0.95
+    t3 = A.lesion_table(op)
+    assert list(t3.index) == ["model", "rater1", "rater2"]
+    assert t3.loc["model", "accuracy"] == pytest.approx((op.pred == op.label).mean())
+    assert t3.loc["model", "p_vs_rater1"] == pytest.approx(mcnemar_test(op.pred == op.label, op.rater1 == op.label).p_value)
+    err = A.consensus_error_analysis(op).set_index("class")
+    wrong = op.pred != op.label
+    agreed_pos = wrong[(op.label == 1) & ~op.consensus_needed]
+    assert err.loc["rim+", "error_agreed"] == pytest.approx(agreed_pos.mean())
+    loc = A.location_analysis(op).set_index("location")
+    assert loc["rim+"].sum() == op.label.sum()
+    g = op[op.location == "deep_wm"]
+    assert loc.loc["deep_wm", "accuracy"] == pytest.approx((g.pred == g.label).mean())
