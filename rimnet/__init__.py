@@ -12,4 +12,5 @@ __version__ = "0.1.0"
 
 # Resolvers used by the Hydra configs in conf/.
 OmegaConf.register_new_resolver("len", lambda x: len(x), replace=True)
+OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(str(p)), replace=True)
 OmegaConf.register_new_resolver("dirname", lambda p: os.path.dirname(os.path.abspath(str(p))), replace=True)

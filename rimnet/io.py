@@ -56,3 +56,19 @@ def file_signature(path: str | Path) -> dict[str, Any]:
     """Cheap identity of a file for cache fingerprints: resolved path, size and modification time."""
     st = Path(path).stat()
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Exclusive inter-process lock on ``path`` (POSIX ``flock``): parallel sweep jobs that need the
+    same cohort, cache or splits file wait for the first one to build them."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

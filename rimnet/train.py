@@ -14,7 +14,8 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from rimnet.training.run import finish_wandb, make_datamodule, make_module, make_trainer, prepare_cache, prepare_splits
+from rimnet.training.protocol import run_nested_job
+from rimnet.training.run import external_ids, finish_wandb, make_datamodule, make_module, make_trainer, prepare_data
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -24,8 +25,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True)
     try:
-        cache = prepare_cache(cfg)
-        splits = prepare_splits(cfg, cache)
+        cache, splits = prepare_data(cfg)
         outer = splits["outer"][cfg.fold]
         inner = splits["inner"][cfg.fold][cfg.inner_fold]
         dm = make_datamodule(cfg, cache, inner["train"], inner["val"], outer["test"])
@@ -41,16 +41,37 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             print(f"test AUROC {metrics.get('test/auroc', float('nan')):.3f}  AP {metrics.get('test/ap', float('nan')):.3f}  "
                   f"({len(dm.rows['test'])} lesions of outer fold {cfg.fold})")
+            external = external_ids(cfg, cache)
+            if external:
+                module.predictions_path = str(out / "external_predictions.csv")
+                trainer.test(module, datamodule=make_datamodule(cfg, cache, [], [], external), ckpt_path=None if fast else "best")
         print(f"run folder: {out}")
         return metrics
     finally:
         finish_wandb()
 
 
+def use_nested(cfg: DictConfig) -> bool:
+    """``protocol``: ``nested`` or ``single``; ``auto`` is nested inside a Hydra multirun (a sweep
+    over folds is the cross-validation) and single otherwise (one quick train/test run)."""
+    if cfg.protocol == "auto":
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if cfg.protocol not in ("single", "nested"):
+        raise ValueError(f"protocol must be auto, single or nested, not {cfg.protocol!r}")
+    return cfg.protocol == "nested"
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get("test/auroc")
+    if use_nested(cfg):
+        try:
+            return run_nested_job(cfg).get("test_metrics", {}).get("test/auroc")
+        finally:
+            finish_wandb()
+    return train(cfg).get("test/auroc")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from rimnet.synth.phantom import SITES, LesionTruth, draw_rim, draw_rim_count, m
 
 def test_smoke_cohort_follows_the_data_contract(smoke_csv):
     df = pd.read_csv(smoke_csv)
-    assert df.site.value_counts().to_dict() == {"basel": 2, "lausanne": 2}
+    assert df.site.value_counts().to_dict() == {"basel": 3, "lausanne": 3}
     for _, row in df.iterrows():
         img = nib.load(smoke_csv.parent / row.phase)
         voxel = SITES[row.site].voxel_mm

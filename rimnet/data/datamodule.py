@@ -124,6 +124,10 @@ class PatchDataModule(pl.LightningDataModule):
             "val": np.flatnonzero((ok & original & les["patient_id"].isin(list(val_ids))).to_numpy()),
             "test": np.flatnonzero((ok & original & les["patient_id"].isin(list(test_ids))).to_numpy()),
         }
+        for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
+            if len(ids) and not len(self.rows[name]):
+                raise ValueError(f"the {name} patients {list(ids)[:5]} have no usable lesion in {self.cache.path}: "
+                                 "the cohort is too small for this split (fewer folds, or more patients)")
         self.schedule = VariantSchedule(len(self.rows["train"]), seed)
         self._store: torch.Tensor | None = None
 

@@ -1,10 +1,9 @@
 """Patient-grouped, site-stratified nested cross-validation splits (§2.6), written once to a file.
 
-Outer: ``outer_folds`` folds built per site with scikit-learn's ``StratifiedGroupKFold`` over the
-site's original, usable lesions (class = rim+/rim-, group = patient), so every fold gets its share
-of each site's rim+ and rim- lesions and all lesions of a patient, with every augmented copy, sit in
-one fold. Patients without usable lesions are dealt round-robin to the folds with fewest patients.
-Inner: ``inner_folds`` folds inside each outer training set, built the same way.
+Outer: ``outer_folds`` folds built per site, grouped by patient (all lesions of a patient, with
+every augmented copy, sit in one fold) and stratified: each fold gets its share of the site's rim+
+lesions, rim- lesions and patients (counts, as §2.6 reports them). Inner: ``inner_folds`` folds
+inside each outer training set, built the same way.
 
 The file (like nnU-Net's ``splits_final.json``) is reused once written and may be edited by hand;
 a loaded file is validated against the cache's patients.
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from rimnet.io import write_json
 
@@ -26,23 +24,60 @@ class SplitError(ValueError):
     """A splits file that does not match the cohort (unknown, missing or duplicated patients)."""
 
 
+WEIGHTS = np.array([4.0, 1.0, 1.0])  # balance of rim+ (the rare class) matters most, then rim- and patients
+
+
+def _imbalance(folds: np.ndarray, target: np.ndarray) -> float:
+    return float((WEIGHTS * ((folds - target) / target) ** 2).sum())
+
+
 def _assign(patients: pd.DataFrame, lesions: pd.DataFrame, n_folds: int, seed: int) -> dict[str, int]:
-    """Fold of every patient in ``patients``, stratified per site by lesion class, grouped by patient."""
+    """Fold of every patient, per site, balancing rim+ lesions, rim- lesions and patients per fold.
+
+    Greedy bin balancing (patients by decreasing rim+ count, random tie-breaks from ``seed``, each to
+    the fold it unbalances least), then local search: single moves and pairwise swaps of patients
+    between folds while they reduce the weighted squared deviation from the per-fold targets.
+    """
+    rng = np.random.default_rng(seed)
     fold_of: dict[str, int] = {}
     for site in sorted(patients["site"].unique()):
-        pids = patients.loc[patients["site"] == site, "patient_id"].tolist()
+        pids = patients.loc[patients["site"] == site, "patient_id"].astype(str).to_numpy()
         les = lesions[lesions["patient_id"].isin(pids)]
-        with_lesions = les["patient_id"].unique()
-        if len(with_lesions) >= n_folds:
-            sgkf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-            groups = les["patient_id"].to_numpy()
-            for k, (_, test) in enumerate(sgkf.split(np.zeros(len(les)), les["label"].to_numpy(), groups)):
-                for pid in les["patient_id"].to_numpy()[test]:
-                    fold_of[pid] = k
-        rest = [p for p in pids if p not in fold_of]
-        for pid in np.random.default_rng(seed).permutation(rest):
-            counts = np.bincount(list(fold_of.values()), minlength=n_folds)
-            fold_of[str(pid)] = int(np.argmin(counts))
+        pos = les[les["label"] == 1].groupby("patient_id").size().reindex(pids, fill_value=0).to_numpy(float)
+        neg = les[les["label"] == 0].groupby("patient_id").size().reindex(pids, fill_value=0).to_numpy(float)
+        load = np.stack([pos, neg, np.ones(len(pids))], axis=1)
+        target = np.maximum(load.sum(0) / n_folds, 1e-9)
+        folds = np.zeros((n_folds, 3))
+        assign = np.empty(len(pids), int)
+        for i in np.lexsort((rng.random(len(pids)), -neg, -pos)):
+            costs = [_imbalance(folds + np.eye(n_folds)[k][:, None] * load[i], target) for k in range(n_folds)]
+            k = int(np.argmin(np.array(costs) + 1e-12 * rng.random(n_folds)))
+            folds[k] += load[i]
+            assign[i] = k
+        improved = True
+        while improved:
+            improved = False
+            current = _imbalance(folds, target)
+            for i in rng.permutation(len(pids)):
+                for k in range(n_folds):  # move i to fold k
+                    if k == assign[i]:
+                        continue
+                    trial = folds.copy()
+                    trial[assign[i]] -= load[i]
+                    trial[k] += load[i]
+                    if _imbalance(trial, target) < current - 1e-12:
+                        folds, assign[i], current, improved = trial, k, _imbalance(trial, target), True
+                for j in range(len(pids)):  # swap i and j
+                    a, b = assign[i], assign[j]
+                    if a == b:
+                        continue
+                    trial = folds.copy()
+                    trial[a] += load[j] - load[i]
+                    trial[b] += load[i] - load[j]
+                    if _imbalance(trial, target) < current - 1e-12:
+                        folds, current, improved = trial, _imbalance(trial, target), True
+                        assign[i], assign[j] = b, a
+        fold_of.update({pid: int(k) for pid, k in zip(pids, assign)})
     return fold_of
 
 

@@ -31,7 +31,7 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    "smoke": Scale(basel=2, lausanne=2, lesion_scale=1.0, min_rim=3),
+    "smoke": Scale(basel=3, lausanne=3, lesion_scale=1.0, min_rim=3),
     "default": Scale(basel=8, lausanne=8, lesion_scale=1.0),
     "paper": Scale(basel=69, lausanne=55, lesion_scale=1.0),
 }

@@ -15,6 +15,10 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryAvera
 
 from rimnet.io import atomic_path
 
+# Lesion-table columns copied into every prediction row (evaluation needs the raters and location).
+PREDICTION_COLUMNS = ["lesion_id", "patient_id", "site", "label", "rater1", "rater2", "consensus_needed", "location", "volume_mm3",
+                      "center_i", "center_j", "center_k"]
+
 
 class RimNetModule(pl.LightningModule):
     """Softmax cross-entropy + Adam over a RimNet; logs loss, AUROC, AP and accuracy per stage.
@@ -26,7 +30,8 @@ class RimNetModule(pl.LightningModule):
             ``"balanced"`` (inverse class frequency of the training set, as the authors' code did) or
             two explicit weights for (rim-, rim+).
         experiment / fold: written into every prediction row.
-        predictions_path: where the test step writes one row per lesion (``None``: not written).
+        predictions_path: where the test step writes one row per lesion (``None``: not written); an
+            attribute, so one module can test several sets into several files.
         channels_last: convert the network to channels-last-3d memory format.
 
     Example:
@@ -37,7 +42,8 @@ class RimNetModule(pl.LightningModule):
     def __init__(self, net: nn.Module, lr: float = 1e-4, class_weights: str | Sequence[float] | None = None,
                  experiment: str = "", fold: int | str = "", predictions_path: str | None = None, channels_last: bool = False) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "predictions_path"])
+        self.predictions_path = predictions_path
         self.net = net.to(memory_format=torch.channels_last_3d) if channels_last else net
         self.register_buffer("ce_weight", torch.ones(2), persistent=False)
         metrics = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision(), "acc": BinaryAccuracy()})
@@ -79,11 +85,10 @@ class RimNetModule(pl.LightningModule):
         _, prob = self._step(batch, "test")
         items = batch[2].cpu().numpy()
         table = self.trainer.datamodule.table("test").iloc[items]
-        self._test_rows.append(pd.DataFrame({
-            "lesion_id": table["lesion_id"].to_numpy(), "patient_id": table["patient_id"].to_numpy(), "site": table["site"].to_numpy(),
-            "label": table["label"].to_numpy(), "prob": prob.float().cpu().numpy(),
-            "experiment": self.hparams.experiment, "fold": self.hparams.fold,
-        }))
+        rows = table[[c for c in PREDICTION_COLUMNS if c in table.columns]].reset_index(drop=True)
+        rows.insert(4, "prob", prob.float().cpu().numpy())
+        rows["experiment"], rows["fold"] = self.hparams.experiment, self.hparams.fold
+        self._test_rows.append(rows)
 
     def _epoch_end(self, stage: str) -> None:
         m = self.metrics[f"{stage}_metrics"]
@@ -103,8 +108,8 @@ class RimNetModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
-        if self.hparams.predictions_path and self._test_rows:
-            path = Path(self.hparams.predictions_path)
+        if self.predictions_path and self._test_rows:
+            path = Path(self.predictions_path)
             with atomic_path(path) as tmp:
                 pd.concat(self._test_rows, ignore_index=True).to_csv(tmp, index=False)
 

@@ -11,23 +11,38 @@ from omegaconf import DictConfig, OmegaConf
 from rimnet.data.cache import PatchCache, build_cache
 from rimnet.data.datamodule import PatchDataModule
 from rimnet.data.splits import load_or_make_splits
+from rimnet.io import file_lock
 from rimnet.preprocess import preprocess_config
 from rimnet.synth.cohort import generate_cohort
 from rimnet.training.module import RimNetModule
 
 
-def prepare_cache(cfg: DictConfig) -> PatchCache:
-    """Generate the synthetic cohort if the data config asks for one, then build or reuse the cache."""
-    cohort = Path(cfg.data.cohort)
-    if cfg.data.synthetic:
-        cohort = generate_cohort(cohort.parent, cfg.data.scale, seed=cfg.data.synth_seed)
-    return build_cache(cohort, cfg.data.cache_dir, preprocess_config(cfg.data.preprocess))
+def prepare_data(cfg: DictConfig) -> tuple[PatchCache, dict]:
+    """The cache and the nested splits of a job.
+
+    Generates the synthetic cohort if the data config asks for one, builds or reuses the cache, and
+    reads or writes the splits file. With ``train_sites`` set (the inter-center study), the splits
+    cover only those sites' patients and live in a file of their own. A file lock makes parallel
+    sweep jobs wait for the first one to build all this.
+    """
+    with file_lock(Path(cfg.data.cache_dir).parent / f".{Path(cfg.data.cache_dir).name}.lock"):
+        cohort = Path(cfg.data.cohort)
+        if cfg.data.synthetic:
+            cohort = generate_cohort(cohort.parent, cfg.data.scale, seed=cfg.data.synth_seed)
+        cache = build_cache(cohort, cfg.data.cache_dir, preprocess_config(cfg.data.preprocess))
+        patients, splits_file = cache.patients, Path(cfg.data.splits_file)
+        if cfg.get("train_sites"):
+            patients = patients[patients["site"].isin(list(cfg.train_sites))]
+            splits_file = splits_file.with_name(f"{splits_file.stem}-{'-'.join(cfg.train_sites)}{splits_file.suffix}")
+        splits = load_or_make_splits(splits_file, patients, cache.lesions, cfg.data.outer_folds, cfg.data.inner_folds,
+                                     cfg.data.split_seed)
+    return cache, splits
 
 
-def prepare_splits(cfg: DictConfig, cache: PatchCache) -> dict:
-    """The nested splits of this cache (written once to ``data.splits_file``, reused after)."""
-    return load_or_make_splits(cfg.data.splits_file, cache.patients, cache.lesions, cfg.data.outer_folds, cfg.data.inner_folds,
-                               cfg.data.split_seed)
+def external_ids(cfg: DictConfig, cache: PatchCache) -> list[str]:
+    """Patients of ``external_sites`` (the inter-center study's test centre), else none."""
+    sites = list(cfg.get("external_sites") or [])
+    return cache.patients.loc[cache.patients["site"].isin(sites), "patient_id"].tolist()
 
 
 def make_datamodule(cfg: DictConfig, cache: PatchCache, train_ids, val_ids, test_ids) -> PatchDataModule:
@@ -43,23 +58,31 @@ def make_module(cfg: DictConfig, predictions_path: str | Path | None) -> RimNetM
                         channels_last=cfg.channels_last)
 
 
-def make_trainer(cfg: DictConfig, output_dir: str | Path, schedule_override: dict | None = None, loggers: bool = True,
+def make_trainer(cfg: DictConfig, output_dir: str | Path, fixed_epochs: list[int] | None = None, stage: str | None = None,
                  **trainer_overrides) -> pl.Trainer:
-    """Trainer with the configured callbacks (checkpoint dir under ``output_dir``) and loggers."""
+    """Trainer with the configured callbacks (checkpoints under ``output_dir``) and loggers.
+
+    ``fixed_epochs`` switches the staircase to a fixed schedule and the checkpoint to ``last.ckpt``
+    only (no validation set); ``stage`` names the W&B run and its ``job_type`` (e.g. ``inner1``).
+    """
     callbacks = []
     for name, cb_cfg in (cfg.get("callbacks") or {}).items():
         cb_cfg = OmegaConf.to_container(cb_cfg, resolve=True)
         if name == "model_checkpoint":
             cb_cfg["dirpath"] = str(Path(output_dir) / "checkpoints")
-        if name == "staircase" and schedule_override:
-            cb_cfg.update(schedule_override)
+            if fixed_epochs is not None:
+                cb_cfg.update(monitor=None, filename="final")
+        if name == "staircase" and fixed_epochs is not None:
+            cb_cfg["fixed_epochs"] = list(fixed_epochs)
         callbacks.append(hydra.utils.instantiate(cb_cfg))
     logger = []
-    if loggers:
-        for lg_cfg in (cfg.get("logger") or {}).values():
-            lg_cfg = OmegaConf.to_container(lg_cfg, resolve=True)
-            lg_cfg["save_dir"] = str(output_dir)
-            logger.append(hydra.utils.instantiate(lg_cfg))
+    for kind, lg_cfg in (cfg.get("logger") or {}).items():
+        lg_cfg = OmegaConf.to_container(lg_cfg, resolve=True)
+        lg_cfg["save_dir"] = str(output_dir)
+        if kind == "wandb" and stage:
+            lg_cfg["name"] = f"{lg_cfg['name']}-{stage}"
+            lg_cfg["job_type"] = f"{lg_cfg['job_type']}-{stage}"
+        logger.append(hydra.utils.instantiate(lg_cfg))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["default_root_dir"] = str(output_dir)
     trainer_cfg.update(trainer_overrides)
