@@ -79,7 +79,8 @@ def main() -> None:
                 dm = PatchDataModule(cache, ["phase", "flair"], pats, [], [], batch_size=args.batch_size, augment=mode,
                                      num_workers=args.workers if mode == "torchio" else 0, channels_last=cl)
                 rates[mode] = measure(dm, device, args.steps, args.widths, train_model, cl)
-            print(f"{device.type:8s} {what:22s} {rates['torchio']:18.1f} {rates['batched']:18.1f} {rates['batched'] / rates['torchio']:6.2f}x")
+            ratio = rates["batched"] / rates["torchio"]
+            print(f"{device.type:8s} {what:22s} {rates['torchio']:18.1f} {rates['batched']:18.1f} {ratio:6.2f}x")
 
 
 if __name__ == "__main__":
