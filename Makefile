@@ -39,3 +39,6 @@ bench: install
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache
+
+reproduce-table3: install  ## synthesise, preprocess, 24-job sweep + inter-center study, evaluate -> experiments/table3/
+	$(PY) experiments/reproduce_table3.py --scale $(SCALE)

@@ -1,0 +1,148 @@
+"""Model bundles: a trained run or a CV experiment's fold models in one self-contained file.
+
+A bundle is a ``torch.save``-d dict of tensors and plain values only, so it loads with
+``torch.load(weights_only=True)`` and needs no Hydra run folder::
+
+    format, bundle_version, rimnet_version, experiment, modalities (order = network channels),
+    model (RimNet keyword arguments), patch (patch size, stored context, normalisation),
+    rules (candidate rules of preprocessing), threshold (+ how it was chosen), members (state dicts)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from rimnet import __version__
+from rimnet.data.candidates import CandidateRules
+from rimnet.evaluation.stats import threshold_at_specificity
+from rimnet.io import atomic_path
+from rimnet.models import RimNet
+
+BUNDLE_FORMAT = "rimnet-bundle"
+BUNDLE_VERSION = 1
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: wrong format or version, or a modality it needs is missing."""
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: fold models (an ensemble of one or more members) plus everything needed to
+    extract candidates and patches exactly as preprocessing did.
+
+    Example:
+        >>> b = Bundle.load("rimnet_phase_flair.pt")  # doctest: +SKIP
+        >>> b.modalities, b.threshold, len(b.members)  # doctest: +SKIP
+        (['phase', 'flair'], 0.41, 4)
+    """
+
+    modalities: list[str]
+    model: dict
+    members: list[dict]
+    threshold: float
+    threshold_rule: str = ""
+    patch_size: int = 28
+    context: int = 32
+    rules: dict = field(default_factory=lambda: asdict(CandidateRules()))
+    experiment: str = ""
+    rimnet_version: str = __version__
+
+    def networks(self, device: str | torch.device = "cpu") -> list[RimNet]:
+        """The member networks, in eval mode on ``device``."""
+        nets = []
+        for state in self.members:
+            net = RimNet(**self.model)
+            net.load_state_dict(state)
+            nets.append(net.to(device).eval())
+        return nets
+
+    def candidate_rules(self) -> CandidateRules:
+        return CandidateRules(**self.rules)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle atomically."""
+        obj = {"format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "rimnet_version": self.rimnet_version,
+               "experiment": self.experiment, "modalities": list(self.modalities), "model": dict(self.model),
+               "patch": {"patch_size": self.patch_size, "context": self.context,
+                         "normalisation": "linear to [-1, 1] per patch and modality",
+                         "padding": "zeros outside the volume, before normalisation"},
+               "rules": dict(self.rules), "threshold": float(self.threshold), "threshold_rule": self.threshold_rule,
+               "members": [{k: v.detach().cpu() for k, v in m.items()} for m in self.members]}
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        """Load with ``weights_only=True``; raises :class:`BundleError` for a foreign or newer bundle."""
+        path = Path(path)
+        if not path.exists():
+            raise BundleError(f"bundle {path} does not exist")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise BundleError(f"{path} is not a RimNet bundle ({exc})") from exc
+        if not isinstance(obj, dict) or obj.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{path} is not a RimNet bundle (no '{BUNDLE_FORMAT}' format tag)")
+        if obj.get("bundle_version") != BUNDLE_VERSION:
+            raise BundleError(f"{path} is bundle version {obj.get('bundle_version')} (made by rimnet {obj.get('rimnet_version')}); "
+                              f"this rimnet {__version__} reads version {BUNDLE_VERSION}: export it again or install a matching rimnet")
+        return cls(modalities=list(obj["modalities"]), model=dict(obj["model"]), members=list(obj["members"]), threshold=obj["threshold"],
+                   threshold_rule=obj.get("threshold_rule", ""), patch_size=obj["patch"]["patch_size"], context=obj["patch"]["context"],
+                   rules=dict(obj["rules"]), experiment=obj.get("experiment", ""), rimnet_version=obj.get("rimnet_version", ""))
+
+
+def _net_state(ckpt: Path) -> dict:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+
+
+def _fold_threshold(pred_files: list[Path], specificity: float) -> tuple[float, str]:
+    ths = []
+    for f in pred_files:
+        p = pd.read_csv(f)
+        if p["label"].nunique() == 2:
+            ths.append(threshold_at_specificity(p["label"], p["prob"], specificity))
+    if not ths:
+        return 0.5, "0.5 (no test fold with both classes to calibrate on)"
+    return float(sum(ths) / len(ths)), (f"mean over {len(ths)} test fold(s) of the threshold at {specificity:.0%} specificity "
+                                        "on the fold's own test predictions")
+
+
+def export_bundle(source: str | Path, out: str | Path, specificity: float = 0.95) -> Path:
+    """Export a bundle from a training run folder or a CV experiment folder.
+
+    - a single run (``python -m rimnet.train``): its best checkpoint; threshold from its
+      ``predictions.csv``;
+    - a nested-CV experiment folder (``<sweep>/<experiment>``): the final model of every
+      ``fold<k>``; threshold = mean of the folds' thresholds at 95 % specificity.
+    """
+    source = Path(source)
+    fold_dirs = sorted(d for d in source.glob("fold*") if (d / "final" / "checkpoints" / "last.ckpt").exists())
+    if fold_dirs:
+        ckpts = [d / "final" / "checkpoints" / "last.ckpt" for d in fold_dirs]
+        preds = [d / "predictions.csv" for d in fold_dirs if (d / "predictions.csv").exists()]
+        cfg = OmegaConf.load(fold_dirs[0] / "resolved_config.yaml")
+    elif (source / "resolved_config.yaml").exists():
+        best = sorted((source / "checkpoints").glob("best-*.ckpt")) or sorted((source / "checkpoints").glob("last.ckpt"))
+        if not best:
+            raise BundleError(f"{source} has no checkpoint under checkpoints/")
+        ckpts, preds = best[-1:], [source / "predictions.csv"] if (source / "predictions.csv").exists() else []
+        cfg = OmegaConf.load(source / "resolved_config.yaml")
+    else:
+        raise BundleError(f"{source} is neither a training run folder nor a CV experiment folder (fold*/final/checkpoints/last.ckpt)")
+    threshold, rule = _fold_threshold(preds, specificity)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("_target_", None)
+    pre = OmegaConf.to_container(cfg.data.preprocess, resolve=True)
+    bundle = Bundle(modalities=list(cfg.modalities), model=model, members=[_net_state(c) for c in ckpts], threshold=threshold,
+                    threshold_rule=rule, patch_size=pre["patch_size"], context=pre["patch_size"] + 2 * pre["max_shift"], rules=pre["rules"],
+                    experiment=str(cfg.experiment_name))
+    return bundle.save(out)

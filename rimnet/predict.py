@@ -1,0 +1,102 @@
+"""``rimnet predict`` / ``python -m rimnet.predict``: per-lesion rim probabilities for new patients.
+
+One patient:
+    rimnet predict --bundle rimnet.pt --phase phase.nii.gz --flair flair.nii.gz \\
+                   --lesion-mask lesions.nii.gz [--anatomy aseg.nii.gz] --out results/ [--id pat01]
+Many patients (the data contract's cohort.csv; rim annotations are not needed):
+    rimnet predict --bundle rimnet.pt --cohort cohort.csv --out results/
+The lesion under a point ("the expert clicks the lesion", §4 of the paper):
+    rimnet predict ... --at 101 87 40          (voxel indices)   or   --at -12.5 3.0 20.1 --mm
+
+Writes per patient lesions.csv, candidates.nii.gz (1 rim-, 2 rim+, 3 excluded), probability.nii.gz
+and summary.json; for a cohort also lesions_all.csv and patients.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rimnet.data.cohort import MODALITIES, CohortError, read_cohort
+from rimnet.inference.bundle import BundleError
+from rimnet.inference.predictor import Predictor, lesion_at, write_patient
+from rimnet.io import atomic_path
+
+
+def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", required=True, help="model bundle (.pt) from `rimnet export`")
+    src = ap.add_argument_group("input: one patient's NIfTI files (co-registered, 3D-EPI space), or --cohort")
+    for m in MODALITIES:
+        src.add_argument(f"--{m}", help=f"{m} image (needed if the bundle uses {m})")
+    src.add_argument("--lesion-mask", help="automated lesion segmentation (binary or labels)")
+    src.add_argument("--anatomy", help="optional anatomy label map (README codes) for the location column")
+    src.add_argument("--air-mask", help="optional mask of air artefacts (candidates touching it are excluded)")
+    src.add_argument("--id", default=None, help="patient id for one patient (default: the lesion mask's file name)")
+    src.add_argument("--cohort", help="cohort.csv (data contract) for many patients")
+    ap.add_argument("--out", required=True, help="output folder (one sub-folder per patient)")
+    ap.add_argument("--tta", action="store_true", help="average over X/Y/Z flips too (test-time augmentation)")
+    ap.add_argument("--chronic-threshold", type=int, default=4, help="rim+ lesions from which a patient is 'chronic active' (default 4)")
+    ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    ap.add_argument("--at", nargs=3, type=float, metavar=("X", "Y", "Z"), help="report the lesion under this point")
+    ap.add_argument("--mm", action="store_true", help="--at is in mm (world coordinates) instead of voxel indices")
+    return ap
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run(args: argparse.Namespace) -> int:
+    predictor = Predictor(args.bundle, device=args.device, tta=args.tta, chronic_threshold=args.chronic_threshold)
+    out = Path(args.out)
+    if args.cohort:
+        cohort = read_cohort(args.cohort, predictor.bundle.modalities)
+        results = []
+        for _, row in tqdm(list(cohort.iterrows()), desc="predict", unit="patient"):
+            r = predictor.predict_row(row)
+            write_patient(r, out)
+            results.append(r)
+        with atomic_path(out / "lesions_all.csv") as tmp:
+            pd.concat([r.lesions for r in results], ignore_index=True).to_csv(tmp, index=False)
+        with atomic_path(out / "patients.csv") as tmp:
+            pd.DataFrame([r.summary for r in results]).to_csv(tmp, index=False)
+        n_ca = sum(r.summary["chronic_active"] for r in results)
+        print(f"{len(results)} patients, {n_ca} chronic active (>= {args.chronic_threshold} rim+); results in {out}")
+        return 0
+    if not args.lesion_mask:
+        raise CohortError("give --lesion-mask and the images, or --cohort")
+    images = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
+    pid = args.id or Path(args.lesion_mask).name.split(".")[0]
+    r = predictor.predict_files(pid, images, args.lesion_mask, anatomy=args.anatomy, air_mask=args.air_mask)
+    folder = write_patient(r, out)
+    s = r.summary
+    print(f"{pid}: {s['rim_pos_count']} rim+ of {s['assessed']} assessed candidates (threshold {s['threshold']:.3f}); "
+          f"chronic active: {'yes' if s['chronic_active'] else 'no'}; outputs in {folder}")
+    if args.at:
+        lesion = lesion_at(r, args.at, mm=args.mm)
+        if lesion is None:
+            print(f"no candidate at {tuple(args.at)}")
+            return 1
+        print(f"lesion {lesion['lesion_id']} at {tuple(args.at)}: probability {lesion['prob']:.3f} "
+              f"(spread {lesion['prob_std']:.3f}), {lesion['decision']}, {lesion['volume_mm3']:.1f} mm3")
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "rimnet predict") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return run(args)
+    except (CohortError, BundleError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m rimnet.predict"))
