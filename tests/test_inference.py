@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from helpers import compose_train
+
 from rimnet.cli import main as cli_main
 from rimnet.data.cohort import read_cohort
 from rimnet.inference import Bundle, BundleError, Predictor, lesion_at, write_patient
@@ -129,7 +128,8 @@ def test_cli_cohort_mode_and_at(trained, tmp_path, capsys):
 
 def test_bad_inputs_get_clear_errors(trained, tmp_path, capsys):
     row = trained["patient"]
-    base = ["predict", "--bundle", str(trained["bundle"]), "--lesion-mask", row.lesion_mask, "--out", str(tmp_path / "o"), "--device", "cpu"]
+    base = ["predict", "--bundle", str(trained["bundle"]), "--lesion-mask", row.lesion_mask, "--out", str(tmp_path / "o"),
+            "--device", "cpu"]
     assert cli_main(base + ["--phase", row.phase]) == 2  # the bundle needs FLAIR too
     assert "missing ['flair']" in capsys.readouterr().err
     bad = nib.load(row.flair)
