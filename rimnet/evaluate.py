@@ -11,7 +11,7 @@ from rimnet.evaluation.report import write_report
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    summary = write_report(cfg.sweep_dir, cfg.out_dir, log_wandb=cfg.wandb)
+    summary = write_report(cfg.sweep_dir, cfg.out_dir, log_wandb=cfg.wandb, n_folds=cfg.n_folds)
     print(f"report written to {cfg.out_dir}: {', '.join(summary['files'])}")
     if summary["missing"]:
         print("missing: " + "; ".join(summary["missing"]))

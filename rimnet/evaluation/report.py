@@ -41,7 +41,7 @@ PAPER_AUC = {"phase": 0.913, "t2star": 0.901, "flair": 0.855, "phase_flair": 0.9
 METRICS = ["accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
 
 
-def load_predictions(sweep_dir: str | Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
+def load_predictions(sweep_dir: str | Path, n_folds: int = 4) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Predictions per configuration (CV folds concatenated; the ICS ensemble) and what is missing."""
     sweep_dir = Path(sweep_dir)
     found, missing = {}, []
@@ -49,8 +49,8 @@ def load_predictions(sweep_dir: str | Path) -> tuple[dict[str, pd.DataFrame], li
         files = sorted((sweep_dir / exp).glob("fold*/predictions.csv"))
         if files:
             found[exp] = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True)
-            if len(files) < 4:
-                missing.append(f"{exp}: only {len(files)} fold(s) found")
+            if len(files) < n_folds:
+                missing.append(f"{exp}: only {len(files)} of {n_folds} folds found")
         else:
             missing.append(f"{exp}: no predictions")
     ens = sweep_dir / ICS_EXPERIMENT / "ensemble" / "predictions.csv"
@@ -216,11 +216,11 @@ def figure8(counts: dict[str, pd.DataFrame], path: Path, threshold: int = 4) -> 
     plt.close(fig)
 
 
-def write_report(sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = False) -> dict:
+def write_report(sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = False, n_folds: int = 4) -> dict:
     """Write every table and figure of the evaluation to ``out_dir``; returns the summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    preds, missing = load_predictions(sweep_dir)
+    preds, missing = load_predictions(sweep_dir, n_folds)
     if not preds:
         raise FileNotFoundError(f"no predictions found under {sweep_dir} (expected <experiment>/fold<k>/predictions.csv)")
     files: dict[str, Path] = {}
