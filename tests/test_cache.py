@@ -1,6 +1,7 @@
 """Cohort validation errors, the cache's contents, reuse and rebuild."""
 
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -132,3 +133,21 @@ def test_opt_in_resampling_to_the_phase_grid(tmp_path):
     cache = build_cache(csv, tmp_path / "cache", PreprocessConfig(elastic_copies=1, resample=True), progress=False)
     assert cache.patches.shape[0] == 20
     assert load_cache(tmp_path / "cache").meta["params"]["resample"] is True
+
+
+def test_preprocess_and_synth_cli(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    csv = write_cohort(tmp_path / "c", {"p1": simple_patient()})
+    cmd = [sys.executable, "-m", "rimnet.preprocess", f"cohort={csv}", f"cache_dir={tmp_path / 'cache'}", "params.elastic_copies=0"]
+    out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    les = pd.read_csv(tmp_path / "cache" / "lesions.csv")
+    assert len(les) == 10 and (tmp_path / "cache" / "meta.json").exists()
+    os.remove(tmp_path / "c" / "p1" / "flair.nii.gz")
+    out = subprocess.run(cmd[:-1] + [f"cache_dir={tmp_path / 'cache2'}"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "patient p1: flair file" in out.stderr and not (tmp_path / "cache2").exists()
+    out = subprocess.run([sys.executable, "-m", "rimnet.synth", "--help"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "scale" in out.stdout

@@ -182,3 +182,46 @@ def test_operating_point_table_and_error_analyses():
     assert loc["rim+"].sum() == op.label.sum()
     g = op[op.location == "deep_wm"]
     assert loc.loc["deep_wm", "accuracy"] == pytest.approx((g.pred == g.label).mean())
+
+
+def test_report_writer_on_a_synthetic_sweep(tmp_path):
+    from rimnet.evaluation.report import CV_EXPERIMENTS, ICS_EXPERIMENT, write_report
+
+    rng = np.random.default_rng(7)
+    n = 240
+    base = pd.DataFrame({"lesion_id": [f"p{i % 24:02d}_L{i:04d}" for i in range(n)], "patient_id": [f"p{i % 24:02d}" for i in range(n)],
+                         "site": np.where(np.arange(n) % 24 < 12, "basel", "lausanne"), "label": (rng.random(n) < 0.15).astype(int)})
+    base["rater1"] = np.where(rng.random(n) < 0.95, base.label, 1 - base.label)
+    base["rater2"] = np.where(rng.random(n) < 0.95, base.label, 1 - base.label)
+    base["consensus_needed"] = base.rater1 != base.rater2
+    base["location"] = np.array(list(A.LOCATIONS))[rng.integers(0, 4, n)]
+    fold = (base.patient_id.str[1:].astype(int) % 4).to_numpy()
+    for e in CV_EXPERIMENTS:
+        p = base.assign(prob=np.clip(base.label * 0.4 + rng.random(n) * 0.7, 0, 1), experiment=e, fold=fold)
+        for k in range(4):
+            (tmp_path / "sweep" / e / f"fold{k}").mkdir(parents=True)
+            p[p.fold == k].to_csv(tmp_path / "sweep" / e / f"fold{k}" / "predictions.csv", index=False)
+    lau = base[base.site == "lausanne"].assign(prob=lambda d: d.label * 0.5 + rng.random(len(d)) * 0.6, fold="ensemble")
+    (tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble").mkdir(parents=True)
+    lau.to_csv(tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble" / "predictions.csv", index=False)
+    summary = write_report(tmp_path / "sweep", tmp_path / "report")
+    out = tmp_path / "report"
+    assert summary["missing"] == []
+    t3 = pd.read_csv(out / "table3.csv")
+    assert list(t3.columns[:8]) == ["section", "row", "accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
+    assert {"p_vs_expert1", "p_vs_expert2"} <= set(t3.columns)
+    rimnet = pd.concat([pd.read_csv(f) for f in sorted((tmp_path / "sweep" / "phase_flair").glob("fold*/predictions.csv"))])
+    op = A.apply_operating_point(rimnet)
+    row = t3[(t3.section == "cv") & (t3.row == "RimNet: phase + FLAIR")].iloc[0]
+    assert row.sensitivity == pytest.approx(100 * confusion_metrics(op.label, op.pred)["sensitivity"])
+    assert row.p_vs_expert1 == pytest.approx(mcnemar_test(op.pred == op.label, op.rater1 == op.label).p_value)
+    aucs = pd.read_csv(out / "auc.csv").set_index("experiment")
+    assert aucs.loc["phase_flair", "auc_pooled"] == pytest.approx(roc_auc_score(rimnet.label, rimnet.prob))
+    pairs = pd.read_csv(out / "delong_pairs.csv")
+    assert len(pairs) == 15
+    for fig in ("fig5_roc_pr.png", "fig6_intercenter.png", "fig7_patientwise.png", "fig8_confusion.png"):
+        assert (out / fig).stat().st_size > 10_000
+    md = (out / "table3.md").read_text()
+    assert "Expert #1" in md and "(94.6)" in md  # the paper's number next to ours
+    ics = t3[t3.section == "ics"]
+    assert ics.row.tolist() == ["RimNet: phase + FLAIR", "Expert #1", "Expert #2"]

@@ -70,13 +70,11 @@ def mean_curves(pred: pd.DataFrame, grid: np.ndarray = GRID) -> MeanCurves:
 
 def apply_operating_point(pred: pd.DataFrame, specificity: float = 0.95) -> pd.DataFrame:
     """Add ``threshold`` and ``pred`` (rim+ call) columns: threshold chosen per fold at ``specificity``."""
-    out = []
-    for _, g in pred.groupby("fold", sort=False):
-        g = g.copy()
-        g["threshold"] = threshold_at_specificity(g["label"], g["prob"], specificity)
-        g["pred"] = (g["prob"] >= g["threshold"]).astype(int)
-        out.append(g)
-    return pd.concat(out).loc[pred.index]
+    thresholds = {fold: threshold_at_specificity(g["label"], g["prob"], specificity) for fold, g in pred.groupby("fold", sort=False)}
+    out = pred.copy()
+    out["threshold"] = out["fold"].map(thresholds).astype(float)
+    out["pred"] = (out["prob"] >= out["threshold"]).astype(int)
+    return out
 
 
 def lesion_table(pred: pd.DataFrame) -> pd.DataFrame:
