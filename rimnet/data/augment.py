@@ -83,7 +83,7 @@ def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -
         idx.append(torch.where(flipped, S - 1 - pos, pos))
     b = torch.arange(B, device=dev).view(B, 1, 1, 1)
     out = x[b, :, idx[0].view(B, -1, 1, 1), idx[1].view(B, 1, -1, 1), idx[2].view(B, 1, 1, -1)]  # (B, P, P, P, C)
-    return out.permute(0, 4, 1, 2, 3).contiguous()
+    return out.permute(0, 4, 1, 2, 3)  # a channels-last-3d view: no copy
 
 
 def center(x: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -164,6 +164,5 @@ class PatchDataModule(pl.LightningDataModule):
         if x.numel() == 0:  # batched mode: gather + augment on the batch's device
             variants = torch.from_numpy(self.schedule.variants(item.cpu().numpy(), int(epoch[0])))
             x = batched_variants(self.store(y.device)[item.to(y.device)], variants, self.patch_size).float()
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d if self.channels_last else torch.contiguous_format)
         return x, y, item
