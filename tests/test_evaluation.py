@@ -184,8 +184,13 @@ def test_operating_point_table_and_error_analyses():
     assert loc.loc["deep_wm", "accuracy"] == pytest.approx((g.pred == g.label).mean())
 
 
-def test_report_writer_on_a_synthetic_sweep(tmp_path):
+def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
+    from helpers import read_offline_wandb
+
     from rimnet.evaluation.report import CV_EXPERIMENTS, ICS_EXPERIMENT, write_report
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
 
     rng = np.random.default_rng(7)
     n = 240
@@ -204,8 +209,12 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path):
     lau = base[base.site == "lausanne"].assign(prob=lambda d: d.label * 0.5 + rng.random(len(d)) * 0.6, fold="ensemble")
     (tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble").mkdir(parents=True)
     lau.to_csv(tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble" / "predictions.csv", index=False)
-    summary = write_report(tmp_path / "sweep", tmp_path / "report")
+    summary = write_report(tmp_path / "sweep", tmp_path / "report", log_wandb=True)
     out = tmp_path / "report"
+    run = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    history, _ = read_offline_wandb(run)
+    logged = set().union(*history)
+    assert {"table3/_type", "auc/_type", "fig5_roc_pr/_type", "fig8_confusion/_type"} <= logged  # tables and images
     assert summary["missing"] == []
     t3 = pd.read_csv(out / "table3.csv")
     assert list(t3.columns[:8]) == ["section", "row", "accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
