@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from rimnet.io import atomic_path, fingerprint, write_json
 from rimnet.synth.phantom import SITES, make_patient
 
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 IMAGE_COLUMNS = ("phase", "t2star", "flair")
 MASK_COLUMNS = ("lesion_mask", "rim_mask", "rater1_mask", "rater2_mask", "anatomy", "air_mask")
 

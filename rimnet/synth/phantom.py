@@ -35,8 +35,8 @@ class SiteProfile:
 
 
 SITES: dict[str, SiteProfile] = {
-    "basel": SiteProfile("basel", 0.67, ("prisma",), 0.10, 22.0, 25.0, 1.0, 1.0, 4.6, 0.6),
-    "lausanne": SiteProfile("lausanne", 0.65, ("skyra", "prisma"), 0.13, 18.0, 22.0, 0.9, 1.12, 2.6, 0.5),
+    "basel": SiteProfile("basel", 0.67, ("prisma",), 0.10, 22.0, 25.0, 1.0, 1.0, 5.0, 0.42),
+    "lausanne": SiteProfile("lausanne", 0.65, ("skyra", "prisma"), 0.13, 18.0, 22.0, 0.9, 1.12, 2.9, 0.35),
 }
 
 
@@ -105,10 +105,10 @@ def draw_rim(rng: np.random.Generator) -> tuple[float, float]:
 def _draw_volume(rng: np.random.Generator, rim: bool) -> float:
     # Log-normal fits of §2.3: rim+ 325 ± 410 mm³, rim- 103 ± 232 mm³ (above 12.3 mm³).
     if rim:
-        return float(np.clip(rng.lognormal(np.log(190.0), 0.85), 25.0, 2200.0))
+        return float(np.clip(rng.lognormal(np.log(250.0), 0.95), 25.0, 2600.0))
     if rng.random() < 0.006:  # rare very large (confluent) lesions: the > 10,000-voxel rule
         return float(rng.uniform(3400.0, 4800.0))
-    return float(np.clip(rng.lognormal(np.log(48.0), 0.95), 13.0, 1500.0))
+    return float(np.clip(rng.lognormal(np.log(58.0), 0.95), 13.0, 1500.0))
 
 
 REGION_WEIGHTS = {
@@ -168,7 +168,7 @@ def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_s
 
     # --- ground-truth lesion list --------------------------------------------------------------
     n_rim = draw_rim_count(site, rng, lesion_scale, min_rim)
-    n_neg = int(rng.poisson(39.0 * lesion_scale))
+    n_neg = int(rng.poisson(48.0 * lesion_scale))  # ~39 kept after the size rule, merging and exclusions
     kinds = [True] * n_rim + [False] * n_neg
     order = rng.permutation(len(kinds))  # interleave so large rim+ lesions do not always come first
 
@@ -382,4 +382,4 @@ def _air_artefact_mask(chi: np.ndarray, anat: A.Anatomy, v: float) -> np.ndarray
     """Brain voxels whose filtered phase is dominated by the air-tissue field (exclusion rule)."""
     air_only = np.where(anat.air, 9.2, 0.0).astype(np.float32)
     art = highpass(forward_field(air_only, v), anat.brain, 4.0, v) * RAD_PER_PPM
-    return (np.abs(ndimage.gaussian_filter(art, 1.0)) > 1.2).astype(np.uint8) & anat.brain.astype(np.uint8)
+    return (np.abs(ndimage.gaussian_filter(art, 1.0)) > 2.0).astype(np.uint8) & anat.brain.astype(np.uint8)
