@@ -184,7 +184,7 @@ def figure7(pw: dict[str, pd.DataFrame], path: Path) -> None:
                     ax[row, col].plot(g.threshold, 100 * g[metric], "o-", label={"model": "RimNet", "rater1": "Expert #1",
                                                                                  "rater2": "Expert #2"}[who])
             ax[row, col].set(xlabel="rim+ lesions to call a patient chronic active", ylabel=f"{metric} (%)", title=f"{section}: {metric}",
-                             ylim=(0, 102))
+                             ylim=(0, 102), xticks=sorted(table.threshold.unique()))
             ax[row, col].legend(fontsize=8)
     fig.suptitle("Fig. 7: patient-wise analysis")
     fig.tight_layout()
@@ -205,7 +205,7 @@ def figure8(counts: dict[str, pd.DataFrame], path: Path, threshold: int = 4) -> 
             mat = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
             a.imshow(mat, cmap="Blues")
             for (i, j), v in np.ndenumerate(mat):
-                a.text(j, i, str(v), ha="center", va="center", fontsize=12)
+                a.text(j, i, str(v), ha="center", va="center", fontsize=12, color="white" if v > mat.max() / 2 else "black")
             a.set_xticks([0, 1], ["non-CA", "CA"])
             a.set_yticks([0, 1], ["non-CA", "CA"])
             name = {"model": "RimNet", "rater1": "Expert #1", "rater2": "Expert #2"}[who]
