@@ -83,9 +83,7 @@ class RimNetModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         _, prob = self._step(batch, "test")
-        items = batch[2].cpu().numpy()
-        table = self.trainer.datamodule.table("test").iloc[items]
-        rows = table[[c for c in PREDICTION_COLUMNS if c in table.columns]].reset_index(drop=True)
+        rows = self._test_table.iloc[batch[2].cpu().numpy()].reset_index(drop=True)
         rows.insert(4, "prob", prob.float().cpu().numpy())
         rows["experiment"], rows["fold"] = self.hparams.experiment, self.hparams.fold
         self._test_rows.append(rows)
@@ -105,6 +103,8 @@ class RimNetModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []
+        table = self.trainer.datamodule.table("test")
+        self._test_table = table[[c for c in PREDICTION_COLUMNS if c in table.columns]]
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
