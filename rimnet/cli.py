@@ -18,11 +18,12 @@ def export_main(argv: list[str]) -> int:
     ap.add_argument("bundle", help="output file, e.g. rimnet_phase_flair.pt")
     ap.add_argument("--specificity", type=float, default=0.95, help="operating point of the threshold (default 0.95)")
     args = ap.parse_args(argv)
-    from rimnet.inference.bundle import Bundle, BundleError, export_bundle
+    from rimnet.errors import RimnetError
+    from rimnet.inference.bundle import Bundle, export_bundle
 
     try:
         path = export_bundle(args.source, args.bundle, args.specificity)
-    except BundleError as exc:
+    except RimnetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     b = Bundle.load(path)

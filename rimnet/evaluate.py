@@ -6,10 +6,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from rimnet import CONFIG_DIR
+from rimnet.errors import exit_on_error
 from rimnet.evaluation.report import write_report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@exit_on_error
 def main(cfg: DictConfig) -> None:
     summary = write_report(cfg.sweep_dir, cfg.out_dir, log_wandb=cfg.wandb, n_folds=cfg.n_folds)
     print(f"report written to {cfg.out_dir}: {', '.join(summary['files'])}")

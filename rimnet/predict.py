@@ -9,7 +9,9 @@ The lesion under a point ("the expert clicks the lesion", §4 of the paper):
     rimnet predict ... --at 101 87 40          (voxel indices)   or   --at -12.5 3.0 20.1 --mm
 
 Writes per patient lesions.csv, candidates.nii.gz (1 rim-, 2 rim+, 3 excluded), probability.nii.gz
-and summary.json; for a cohort also lesions_all.csv and patients.csv.
+and summary.json; for a cohort also lesions_all.csv and patients.csv. A patient that fails is listed
+in failures.csv with its error; the others are written, and the exit code is 2. --out must be new,
+empty, or a folder rimnet wrote before.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rimnet.data.cohort import MODALITIES, CohortError, read_cohort
-from rimnet.inference.bundle import BundleError
-from rimnet.inference.predictor import Predictor, lesion_at, write_patient
-from rimnet.io import atomic_path
+from rimnet.data.cohort import MODALITIES, CohortError, check_patient_id, read_cohort
+from rimnet.errors import RimnetError
+from rimnet.inference.predictor import Predictor, lesion_at, patient_folder, write_patient
+from rimnet.io import atomic_path, check_replaceable, claim_folder
 
 
 def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
@@ -53,29 +55,59 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def run(args: argparse.Namespace) -> int:
-    predictor = Predictor(args.bundle, device=args.device, tta=args.tta, chronic_threshold=args.chronic_threshold)
-    out = Path(args.out)
-    if args.cohort:
-        cohort = read_cohort(args.cohort, predictor.bundle.modalities)
-        results = []
-        for _, row in tqdm(list(cohort.iterrows()), desc="predict", unit="patient"):
+def _write_table(path: Path, table: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def run_cohort(predictor: Predictor, cohort_csv: str, out_dir: str, chronic_threshold: int) -> int:
+    """Every patient of a cohort; a failing patient is recorded in failures.csv and the rest go on."""
+    cohort = read_cohort(cohort_csv, predictor.bundle.modalities)
+    out = claim_folder(out_dir, "predictions", "output folder (--out)")
+    for pid in cohort["patient_id"]:
+        patient_folder(out, pid)
+    results, failures = [], []
+    for _, row in tqdm(list(cohort.iterrows()), desc="predict", unit="patient"):
+        try:
             r = predictor.predict_row(row)
             write_patient(r, out)
-            results.append(r)
-        with atomic_path(out / "lesions_all.csv") as tmp:
-            pd.concat([r.lesions for r in results], ignore_index=True).to_csv(tmp, index=False)
-        with atomic_path(out / "patients.csv") as tmp:
-            pd.DataFrame([r.summary for r in results]).to_csv(tmp, index=False)
-        n_ca = sum(r.summary["chronic_active"] for r in results)
-        print(f"{len(results)} patients, {n_ca} chronic active (>= {args.chronic_threshold} rim+); results in {out}")
-        return 0
-    if not args.lesion_mask:
+        except RimnetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures.append({"patient_id": row["patient_id"], "error": str(exc)})
+            continue
+        results.append(r)
+    if results:
+        _write_table(out / "lesions_all.csv", pd.concat([r.lesions for r in results], ignore_index=True))
+    _write_table(out / "patients.csv", pd.DataFrame([r.summary for r in results],
+                                                     columns=None if results else ["patient_id"]))
+    if failures or (out / "failures.csv").exists():
+        _write_table(out / "failures.csv", pd.DataFrame(failures, columns=["patient_id", "error"]))
+    n_ca = sum(r.summary["chronic_active"] for r in results)
+    print(f"{len(results)} patients, {n_ca} chronic active (>= {chronic_threshold} rim+); results in {out}")
+    if failures:
+        print(f"error: {len(failures)} patient(s) failed, listed in {out / 'failures.csv'}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cohort and args.id is not None:
+        raise CohortError("--id names the patient of one set of files; with --cohort the ids come from cohort.csv")
+    if args.cohort and args.at:
+        raise CohortError("--at points into one patient's images; it cannot be used with --cohort")
+    if not args.cohort and not args.lesion_mask:
         raise CohortError("give --lesion-mask and the images, or --cohort")
+    pid = ""
+    if not args.cohort:
+        pid = check_patient_id(args.id if args.id is not None else Path(args.lesion_mask).name.split(".")[0], "--id")
+    predictor = Predictor(args.bundle, device=args.device, tta=args.tta, chronic_threshold=args.chronic_threshold)
+    what = "output folder (--out)"
+    check_replaceable(args.out, what)
+    if args.cohort:
+        return run_cohort(predictor, args.cohort, args.out, args.chronic_threshold)
     images = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
-    pid = args.id or Path(args.lesion_mask).name.split(".")[0]
     r = predictor.predict_files(pid, images, args.lesion_mask, anatomy=args.anatomy, air_mask=args.air_mask)
-    folder = write_patient(r, out)
+    folder = write_patient(r, claim_folder(args.out, "predictions", what))
     s = r.summary
     print(f"{pid}: {s['rim_pos_count']} rim+ of {s['assessed']} assessed candidates (threshold {s['threshold']:.3f}); "
           f"chronic active: {'yes' if s['chronic_active'] else 'no'}; outputs in {folder}")
@@ -93,7 +125,7 @@ def main(argv: list[str] | None = None, prog: str = "rimnet predict") -> int:
     args = build_parser(prog).parse_args(argv)
     try:
         return run(args)
-    except (CohortError, BundleError, ValueError) as exc:
+    except RimnetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

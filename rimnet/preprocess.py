@@ -7,14 +7,13 @@ cohort.csv -> validation -> 6-connected candidates (size rule, labels, location,
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from rimnet import CONFIG_DIR
 from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
 from rimnet.data.candidates import CandidateRules
-from rimnet.data.cohort import CohortError
+from rimnet.errors import exit_on_error
 
 
 def preprocess_config(params: DictConfig) -> PreprocessConfig:
@@ -27,17 +26,15 @@ def preprocess_config(params: DictConfig) -> PreprocessConfig:
 def summary(cache: PatchCache) -> str:
     """Human-readable counts of a cache."""
     c = cache.meta["counts"]
+    sites = cache.patients["site"].value_counts().sort_index().to_dict()
     return (f"cache {cache.path}: {c['patients']} patients, {c['candidates']} candidates, {c['patches']} patches "
-            f"{tuple(cache.meta['shape'])}; exclusions {c['excluded']}")
+            f"{tuple(cache.meta['shape'])}; exclusions {c['excluded']}; sites found {sites}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="preprocess")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="preprocess")
+@exit_on_error
 def main(cfg: DictConfig) -> None:
-    try:
-        cache = build_cache(cfg.cohort, cfg.cache_dir, preprocess_config(cfg.params), force=cfg.force, progress=cfg.progress)
-    except CohortError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    cache = build_cache(cfg.cohort, cfg.cache_dir, preprocess_config(cfg.params), force=cfg.force, progress=cfg.progress)
     print(summary(cache))
 
 

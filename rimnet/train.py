@@ -11,19 +11,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from rimnet import CONFIG_DIR
+from rimnet.errors import ConfigError, exit_on_error
 from rimnet.training.protocol import run_nested_job
-from rimnet.training.run import external_ids, finish_wandb, make_datamodule, make_module, make_trainer, prepare_data
+from rimnet.training.run import (
+    check_fold_config,
+    claim_run_folder,
+    external_ids,
+    finish_wandb,
+    make_datamodule,
+    make_module,
+    make_trainer,
+    prepare_data,
+    seed_run,
+)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job; returns the test metrics (empty when ``test=false``)."""
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_fold_config(cfg)
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist (resume from <run folder>/checkpoints/last.ckpt)")
+    out = claim_run_folder(cfg.paths.output_dir)
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
-    pl.seed_everything(cfg.seed, workers=True)
     try:
         cache, splits = prepare_data(cfg)
         outer = splits["outer"][cfg.fold]
@@ -31,20 +43,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         dm = make_datamodule(cfg, cache, inner["train"], inner["val"], outer["test"])
         print(f"{cfg.experiment_name} fold {cfg.fold}: {len(dm.rows['train'])} training patches, "
               f"{len(dm.rows['val'])} validation and {len(dm.rows['test'])} test lesions")
-        module = make_module(cfg, out / "predictions.csv")
+        seed = seed_run(cfg, f"single-inner{cfg.inner_fold}")
+        module = make_module(cfg, out / "predictions.csv", seed=seed)
         trainer = make_trainer(cfg, out)
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics: dict[str, float] = {}
         if cfg.test:
             fast = bool(cfg.trainer.get("fast_dev_run"))
-            trainer.test(module, datamodule=dm, ckpt_path=None if fast else "best")
+            trainer.test(module, datamodule=dm, ckpt_path=None if fast else "best", weights_only=True)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             print(f"test AUROC {metrics.get('test/auroc', float('nan')):.3f}  AP {metrics.get('test/ap', float('nan')):.3f}  "
                   f"({len(dm.rows['test'])} lesions of outer fold {cfg.fold})")
             external = external_ids(cfg, cache)
             if external:
                 module.predictions_path = str(out / "external_predictions.csv")
-                trainer.test(module, datamodule=make_datamodule(cfg, cache, [], [], external), ckpt_path=None if fast else "best")
+                trainer.test(module, datamodule=make_datamodule(cfg, cache, [], [], external),
+                             ckpt_path=None if fast else "best", weights_only=True)
         print(f"run folder: {out}")
         return metrics
     finally:
@@ -60,11 +74,12 @@ def use_nested(cfg: DictConfig) -> bool:
 
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if cfg.protocol not in ("single", "nested"):
-        raise ValueError(f"protocol must be auto, single or nested, not {cfg.protocol!r}")
+        raise ConfigError(f"protocol={cfg.protocol!r} is not allowed: choose auto, single or nested")
     return cfg.protocol == "nested"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@exit_on_error
 def main(cfg: DictConfig) -> float | None:
     if use_nested(cfg):
         try:

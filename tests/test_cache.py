@@ -60,7 +60,9 @@ def test_cache_is_reused_then_rebuilt_on_change(tmp_path):
     assert len(c2.lesions) == 10  # parameters changed: rebuilt without elastic copies
     vols = simple_patient()
     vols["lesion_mask"][:] = 0
-    nib.save(nib.Nifti1Image(vols["lesion_mask"], np.eye(4)), tmp_path / "c" / "p1" / "lesion_mask.nii.gz")
+    vols["rim_mask"][:] = 0  # a rim annotation without its lesion would be an error
+    for col in ("lesion_mask", "rim_mask"):
+        nib.save(nib.Nifti1Image(vols[col], np.eye(4)), tmp_path / "c" / "p1" / f"{col}.nii.gz")
     c3 = build_cache(csv, tmp_path / "cache", PreprocessConfig(elastic_copies=0), progress=False)
     assert len(c3.lesions) == 0 and c3.patients.n_candidates.tolist() == [0]  # input changed: rebuilt
 
@@ -78,7 +80,7 @@ def _bad(tmp_path, mutate, match, **write_kw):
     with pytest.raises(CohortError, match=match):
         build_cache(csv, tmp_path / "cache", FAST, progress=False)
     assert not (tmp_path / "cache").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cache")]  # nothing half-written
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cache") and p.suffix != ".lock"]  # nothing half-written
 
 
 def test_nan_voxels(tmp_path):

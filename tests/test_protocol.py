@@ -72,7 +72,9 @@ def test_splits_file_is_reused_and_hand_edits_are_respected(tmp_path, capsys):
     edited["outer"][1]["test"].append(moved)
     for k in (0, 1):
         edited["outer"][k]["train"] = sorted(set(patients.patient_id) - set(edited["outer"][k]["test"]))
-    edited["inner"] = [[] for _ in range(4)]
+    for k in (0, 1):  # hand-edited inner folds: three interleaved parts of the new training set
+        train = edited["outer"][k]["train"]
+        edited["inner"][k] = [{"val": train[j::3], "train": sorted(set(train) - set(train[j::3]))} for j in range(3)]
     path.write_text(json.dumps(edited))
     assert moved in load_or_make_splits(path, patients, lesions)["outer"][1]["test"]
     edited["outer"][2]["test"].append("ghost")
@@ -145,8 +147,10 @@ def test_basic_launcher_sweep_then_rerun_skips(root):
     assert out.stdout.count("skipped") == 2
     assert (sweep / "phase" / "fold0" / "predictions.csv").stat().st_mtime_ns == stamp
     assert jobs["phase"]["fingerprint"] != jobs["flair"]["fingerprint"]
+    flair = (sweep / "flair" / "fold0" / "predictions.csv").read_bytes()
     out = _sweep(root, "+experiment=flair", "fold=0", "force=true", *TINY)
     assert "skipped" not in out.stdout
+    assert (sweep / "flair" / "fold0" / "predictions.csv").read_bytes() == flair  # seeded: the same job, the same result
 
 
 def test_joblib_launcher_sweep(root):
@@ -165,9 +169,12 @@ def test_killed_job_resumes_from_its_checkpoints(root):
     job = json.loads((job_dir / "job.json").read_text())
     (job_dir / "job.json").write_text(json.dumps({**job, "status": "running"}))  # as if killed during the final run
     inner_stamp = (job_dir / "inner0" / "schedule.json").stat().st_mtime_ns
+    preds = (job_dir / "predictions.csv").read_bytes()
+    (job_dir / "final" / "checkpoints" / "last.ckpt").write_bytes(b"cut short by kill -9")
     out = _sweep(root, "+experiment=phase", "fold=0", *TINY)
     assert "skipped" not in out.stdout
     assert (job_dir / "inner0" / "schedule.json").stat().st_mtime_ns == inner_stamp  # finished inner runs are kept
+    assert (job_dir / "predictions.csv").read_bytes() == preds  # the damaged checkpoint is set aside, same result
     assert json.loads((job_dir / "job.json").read_text())["status"] == "done"
 
 
@@ -187,7 +194,7 @@ def test_inter_center_ensemble_end_to_end(root):
     x = torch.from_numpy(np.asarray(cache.patches[usable.index.to_numpy()][:, [0, 2], 2:30, 2:30, 2:30], dtype=np.float32))
     probs = []
     for k in range(3):
-        state = torch.load(exp / f"fold{k}" / "final" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        state = torch.load(exp / f"fold{k}" / "final" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         net = RimNet(2, widths=(8, 16, 32))
         net.load_state_dict({key[4:]: v for key, v in state.items() if key.startswith("net.")})
         with torch.no_grad():

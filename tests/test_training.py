@@ -172,9 +172,9 @@ def test_resume_continues_the_epoch_count(root, tmp_path):
     base = ["+experiment=phase", "data=smoke", "logger=csv", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test=false"]
     train(compose_train(base + ["trainer.max_epochs=1"], root, tmp_path / "a"))
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 0
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 0
     train(compose_train(base + ["trainer.max_epochs=2", f"ckpt_path={ckpt}"], root, tmp_path / "b"))
-    state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["epoch"] == 1
     log = pd.read_csv(tmp_path / "b" / "csv" / "metrics.csv")
     assert log.epoch.dropna().unique().tolist() == [1]  # only the second epoch was trained
@@ -197,3 +197,18 @@ def test_same_seed_same_metrics(root, tmp_path):
     m1 = train(compose_train(base, root, tmp_path / "a"))
     m2 = train(compose_train(base, root, tmp_path / "b"))
     assert m1 == m2 and "test/auroc" in m1
+    assert (tmp_path / "a" / "predictions.csv").read_bytes() == (tmp_path / "b" / "predictions.csv").read_bytes()
+    m3 = train(compose_train(base + ["seed=7"], root, tmp_path / "c"))
+    assert m3 != m1  # the seed decides
+
+
+def test_resumed_run_equals_an_uninterrupted_one(root, tmp_path):
+    base = ["+experiment=phase", "data=smoke", "logger=csv", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+    train(compose_train(base + ["trainer.max_epochs=2"], root, tmp_path / "straight"))
+    train(compose_train(base + ["trainer.max_epochs=1", "test=false"], root, tmp_path / "cut"))  # stopped after epoch 0
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    train(compose_train(base + ["trainer.max_epochs=2", f"ckpt_path={last}"], root, tmp_path / "cut"))
+    straight, resumed = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("straight", "cut"))
+    pd.testing.assert_frame_equal(straight, resumed)
+    log = pd.read_csv(tmp_path / "cut" / "csv" / "metrics.csv")
+    assert log.dropna(subset=["train/loss"]).epoch.tolist() == [0, 1]  # resume appends to metrics.csv

@@ -12,6 +12,7 @@ Layout of a cache folder (written atomically as a whole; reused while its finger
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,12 +20,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rimnet.data.candidates import CandidateRules, extract_candidates
-from rimnet.data.cohort import MASKS, load_patient, read_cohort
+from rimnet.data.candidates import CandidateRules, extract_candidates, rim_instances_outside
+from rimnet.data.cohort import MASKS, CohortError, PatientVolumes, load_patient, read_cohort
 from rimnet.data.patches import ROTATIONS, ElasticDeformer, center_crop, crop_centered, normalise, rotate
-from rimnet.io import atomic_path, file_signature, fingerprint, write_json
+from rimnet.errors import ConfigError
+from rimnet.io import atomic_dir, check_replaceable, file_lock, file_signature, fingerprint, lock_for, write_json
 
 CACHE_VERSION = 1
+RIM_OUTSIDE_POLICIES = ("error", "warn", "ignore")
 
 
 @dataclass
@@ -41,6 +44,7 @@ class PreprocessConfig:
     seed: int = 0
     resample: bool = False
     sites: list[str] | None = None
+    rim_outside_lesion: str = "error"
     rules: CandidateRules = field(default_factory=CandidateRules)
 
     @property
@@ -63,7 +67,7 @@ class PatchCache:
         stored = self.meta["modalities"]
         missing = [m for m in modalities if m not in stored]
         if missing:
-            raise ValueError(f"cache {self.path} has modalities {stored}; {missing} requested")
+            raise ConfigError(f"cache {self.path} has modalities {stored}; {missing} requested")
         return [stored.index(m) for m in modalities]
 
 
@@ -73,15 +77,46 @@ def _inputs_signature(cohort: pd.DataFrame, cfg: PreprocessConfig) -> list:
             for _, row in cohort.iterrows()]
 
 
+def check_rim_annotation(vol: PatientVolumes, table: pd.DataFrame, policy: str, path: str) -> None:
+    """Rim annotations must sit on lesions (§2.3: every rim was matched to a candidate).
+
+    ``policy`` says what an annotation that touches no lesion does: ``error`` (default), ``warn`` or
+    ``ignore``. A non-empty rim mask that leaves every candidate rim- is always an error.
+    """
+    rim = vol.masks.get("rim_mask")
+    if rim is None or not rim.any():
+        return
+    if policy not in RIM_OUTSIDE_POLICIES:
+        raise CohortError(f"params.rim_outside_lesion must be one of {list(RIM_OUTSIDE_POLICIES)}, not {policy!r}")
+    n, voxels = rim_instances_outside(vol.masks["lesion_mask"], rim)
+    if n and policy != "ignore":
+        msg = (f"patient {vol.patient_id}: rim_mask file {path} has {n} rim+ annotation(s) ({voxels} voxels) that touch "
+               "no lesion of the lesion mask (wrong space or file?); set params.rim_outside_lesion=warn to go on")
+        if policy == "error":
+            raise CohortError(msg)
+        warnings.warn(msg, stacklevel=2)
+    if not (table["label"] == 1).any():
+        raise CohortError(f"patient {vol.patient_id}: rim_mask file {path} is not empty but overlaps none of the "
+                          f"{len(table)} candidate(s) of the lesion mask, so every lesion would be rim-")
+
+
 def build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessConfig = PreprocessConfig(),
                 force: bool = False, progress: bool = True) -> PatchCache:
     """Build (or reuse) the patch cache of a cohort and return it loaded.
+
+    Takes the cache's lock, so parallel jobs that need the same cache wait for the first one.
 
     Example:
         >>> cache = build_cache("cohort.csv", "cache/")  # doctest: +SKIP
         >>> cache.patches.shape  # doctest: +SKIP
         (4312, 3, 32, 32, 32)
     """
+    check_replaceable(cache_dir, "cache_dir")
+    with file_lock(lock_for(cache_dir)):
+        return _build_cache(cohort_csv, cache_dir, cfg, force, progress)
+
+
+def _build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessConfig, force: bool, progress: bool) -> PatchCache:
     cohort = read_cohort(cohort_csv, cfg.modalities, cfg.sites)
     params = asdict(cfg)
     key = fingerprint({"version": CACHE_VERSION, "params": params, "inputs": _inputs_signature(cohort, cfg)})
@@ -94,8 +129,7 @@ def build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessCo
     context, big = cfg.context, cfg.context + 2 * cfg.elastic_margin
     np_dtype = np.dtype(cfg.dtype)
     rows, patients = [], []
-    with atomic_path(cache_dir) as tmp:
-        tmp.mkdir()
+    with atomic_dir(cache_dir, "patch-cache", "cache_dir") as tmp:
         n_total = 0
         with open(tmp / "patches.bin", "wb") as fh:
             bar = tqdm(list(cohort.iterrows()), desc="preprocess", unit="patient", disable=not progress)
@@ -105,6 +139,7 @@ def build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessCo
                     vol.masks["lesion_mask"], vol.affine, cfg.rules,
                     **{m: vol.masks.get(m) for m in ("rim_mask", "rater1_mask", "rater2_mask", "anatomy", "air_mask")},
                 )
+                check_rim_annotation(vol, table, cfg.rim_outside_lesion, prow.get("rim_mask", ""))
                 patients.append({"patient_id": vol.patient_id, "site": vol.site, "scanner": vol.scanner,
                                  "voxel_mm": float(vol.voxel_mm.mean()), "n_candidates": len(table)})
                 stack = [vol.images[m] for m in cfg.modalities]

@@ -60,6 +60,27 @@ def _location(anatomy: np.ndarray | None, regions: dict[str, np.ndarray] | None,
     return "deep_wm"
 
 
+def rim_instances_outside(lesion_mask: np.ndarray, rim_mask: np.ndarray) -> tuple[int, int]:
+    """Rim+ annotations that touch no lesion: ``(instances, voxels)``.
+
+    An instance is a label of ``rim_mask`` (an instance map), or a 6-connected component when the
+    mask is binary. Experts draw the rim at the lesion edge, so single voxels outside the automated
+    segmentation are normal; a whole annotation away from every lesion is not (wrong space, wrong
+    file, or a lesion the segmentation missed), and it would silently leave every candidate rim-.
+
+    Example:
+        >>> les = np.zeros((9, 9, 9), np.uint8); les[1:3, 1:3, 1:3] = 1
+        >>> rim = np.zeros_like(les); rim[6:8, 6:8, 6:8] = 1
+        >>> rim_instances_outside(les, rim)
+        (1, 8)
+    """
+    rim = np.asarray(rim_mask)
+    instances = rim if rim.max(initial=0) > 1 else components(rim)[0]
+    inside = np.unique(instances[(lesion_mask > 0) & (instances > 0)])
+    outside = (instances > 0) & ~np.isin(instances, inside)
+    return int(len(np.setdiff1d(np.unique(instances[outside]), [0]))), int(outside.sum())
+
+
 def location_regions(anatomy: np.ndarray, voxel_mm: np.ndarray, rules: CandidateRules) -> dict[str, np.ndarray]:
     """Dilated ventricles and cortex used by the location rule."""
     return {

@@ -7,6 +7,7 @@ TorchIO (linear for images, nearest neighbour for masks).
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,13 +15,46 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rimnet.errors import RimnetError
+
 MODALITIES = ("phase", "t2star", "flair")
 MASKS = ("lesion_mask", "rim_mask", "rater1_mask", "rater2_mask", "anatomy", "air_mask")
+# Masks whose values are instance or class labels: integer-valued (within 1e-3) and >= 0.
+LABEL_MASKS = MASKS
 REQUIRED = ("patient_id", "site", "lesion_mask")
+LABEL_TOLERANCE = 1e-3
 
 
-class CohortError(ValueError):
+class CohortError(RimnetError):
     """Bad input: the message names the patient, the file and what is wrong."""
+
+
+def check_patient_id(pid: object, where: str = "") -> str:
+    """Return ``pid`` if it is safe as a folder name, else raise :class:`CohortError`.
+
+    A patient id becomes a folder name and part of every lesion id, so it must be non-empty, not
+    ``.`` or ``..``, without a leading dot, path separators or control characters.
+
+    Example:
+        >>> check_patient_id("bas001")
+        'bas001'
+    """
+    text = "" if pid is None else str(pid)
+    at = f" ({where})" if where else ""
+    problem = ""
+    if not text.strip():
+        problem = "is empty"
+    elif text in (".", "..") or text.startswith("."):
+        problem = "starts with a dot"
+    elif "/" in text or "\\" in text:
+        problem = "contains a path separator"
+    elif any(unicodedata.category(ch).startswith("C") for ch in text):
+        problem = "contains a control character"
+    elif text != text.strip():
+        problem = "starts or ends with whitespace"
+    if problem:
+        raise CohortError(f"patient id {text!r}{at} {problem}; ids become folder names: use letters, digits, '-' or '_'")
+    return text
 
 
 @dataclass
@@ -38,10 +72,6 @@ class PatientVolumes:
     def voxel_mm(self) -> np.ndarray:
         return np.sqrt((self.affine[:3, :3] ** 2).sum(0))
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return next(iter(self.images.values()) if self.images else iter(self.masks.values())).shape
-
 
 def read_cohort(csv: str | Path, modalities: tuple[str, ...] | list[str] = MODALITIES, sites: list[str] | None = None) -> pd.DataFrame:
     """Read ``cohort.csv``, check its columns, ids and sites, and make paths absolute.
@@ -52,12 +82,25 @@ def read_cohort(csv: str | Path, modalities: tuple[str, ...] | list[str] = MODAL
         sites: allowed site names (``None`` accepts any).
     """
     csv = Path(csv)
-    if not csv.exists():
-        raise CohortError(f"cohort file {csv} does not exist")
-    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if not csv.is_file():
+        raise CohortError(f"cohort file {csv} does not exist" if not csv.exists() else f"cohort file {csv} is not a file")
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CohortError(f"cohort file {csv} cannot be read as CSV ({exc})") from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    df = df.apply(lambda col: col.str.strip())
     missing = [c for c in (*REQUIRED, *modalities) if c not in df.columns]
     if missing:
-        raise CohortError(f"{csv}: missing column(s) {missing}; the data contract is in the README")
+        raise CohortError(f"{csv}: missing column(s) {missing} (found {list(df.columns)}); the data contract is in the README")
+    if df.empty:
+        raise CohortError(f"cohort file {csv} lists no patient (a header only)")
+    for n, pid in enumerate(df["patient_id"]):
+        check_patient_id(pid, f"row {n + 2} of {csv}")
+    for col in (*REQUIRED, *modalities):
+        empty = df.loc[df[col] == "", "patient_id"].tolist()
+        if empty:
+            raise CohortError(f"patient {empty[0]}: the {col} cell of {csv} is empty ({len(empty)} patient(s) without {col})")
     dup = df["patient_id"][df["patient_id"].duplicated()].unique().tolist()
     if dup:
         raise CohortError(f"{csv}: duplicate patient id(s) {dup}")
@@ -87,9 +130,43 @@ def _load(pid: str, column: str, path: str) -> nib.Nifti1Image:
     return img
 
 
+def _read_array(pid: str, column: str, path: str, img: nib.Nifti1Image, kind: str) -> np.ndarray:
+    try:
+        arr = np.asarray(img.dataobj, dtype=np.float32 if kind == "image" else np.float64)
+    except Exception as exc:  # truncated gzip (EOFError), short data (OSError), zlib errors...
+        raise CohortError(f"patient {pid}: {column} file {path} is damaged or truncated ({type(exc).__name__}: {exc})") from exc
+    if not np.isfinite(arr).all():
+        n = int((~np.isfinite(arr)).sum())
+        raise CohortError(f"patient {pid}: {column} file {path} has {n} NaN/Inf voxel(s)")
+    return arr
+
+
+def check_labels(pid: str, column: str, path: str, arr: np.ndarray) -> np.ndarray:
+    """Label masks must be integer-valued (within 1e-3) and >= 0; returns them as int32.
+
+    Example:
+        >>> check_labels("p1", "lesion_mask", "m.nii.gz", np.array([0.0, 1.0, 2.0])).tolist()
+        [0, 1, 2]
+    """
+    rounded = np.rint(arr)
+    off = np.abs(arr - rounded) > LABEL_TOLERANCE
+    if off.any():
+        vals = np.unique(arr[off])[:5].round(4).tolist()
+        raise CohortError(f"patient {pid}: {column} file {path} is not a label map: {int(off.sum())} voxel(s) hold "
+                          f"non-integer values such as {vals} (give 0 = background and integer labels, no interpolated masks)")
+    if (rounded < 0).any():
+        vals = np.unique(rounded[rounded < 0])[:5].astype(int).tolist()
+        raise CohortError(f"patient {pid}: {column} file {path} has negative label(s) {vals} "
+                          f"in {int((rounded < 0).sum())} voxel(s); labels must be 0 (background) or positive")
+    return rounded.astype(np.int32)
+
+
 def load_patient(row: pd.Series, modalities: tuple[str, ...] | list[str] = MODALITIES, resample: bool = False) -> PatientVolumes:
     """Load and check one patient's volumes (first modality is the reference grid)."""
-    pid = str(row["patient_id"])
+    pid = check_patient_id(row["patient_id"])
+    for col in ("lesion_mask", *modalities):
+        if not str(row.get(col, "") or ""):
+            raise CohortError(f"patient {pid}: no {col} file given (the {col} entry is empty)")
     columns = [(c, "image") for c in modalities] + [(m, "mask") for m in MASKS if m in row and row[m]]
     imgs = {c: _load(pid, c, row[c]) for c, _ in columns}
     ref_col = columns[0][0]
@@ -107,14 +184,11 @@ def load_patient(row: pd.Series, modalities: tuple[str, ...] | list[str] = MODAL
         imgs[col] = _resample_like(img, ref, kind == "mask")
     images, masks = {}, {}
     for col, kind in columns:
-        arr = np.asarray(imgs[col].dataobj, dtype=np.float32 if kind == "image" else None)
-        if not np.isfinite(arr).all():
-            n = int((~np.isfinite(arr)).sum())
-            raise CohortError(f"patient {pid}: {col} file {row[col]} has {n} NaN/Inf voxel(s)")
+        arr = _read_array(pid, col, row[col], imgs[col], kind)
         if kind == "image":
             images[col] = arr
         else:
-            masks[col] = np.rint(arr).astype(np.int32)
+            masks[col] = check_labels(pid, col, row[col], arr)
     return PatientVolumes(pid, str(row["site"]), str(row.get("scanner", "")), ref.affine.copy(), images, masks)
 
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rimnet.data.augment import VariantSchedule, batched_variants, center, torchio_variant
 from rimnet.data.cache import PatchCache, load_cache
+from rimnet.errors import ConfigError
 
 
 def usable(lesions: pd.DataFrame) -> pd.Series:
@@ -103,7 +104,7 @@ class PatchDataModule(pl.LightningDataModule):
                  num_workers: int = 0, seed: int = 0, channels_last: bool = False) -> None:
         super().__init__()
         if augment not in ("batched", "torchio", "none"):
-            raise ValueError(f"augment must be batched, torchio or none, not {augment!r}")
+            raise ConfigError(f"augment must be batched, torchio or none, not {augment!r}")
         self.cache = cache if isinstance(cache, PatchCache) else load_cache(cache)
         self.modalities = list(modalities)
         self.channels = self.cache.channels(self.modalities)
@@ -115,7 +116,7 @@ class PatchDataModule(pl.LightningDataModule):
         for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
             unknown = sorted(set(ids) - known)
             if unknown:
-                raise ValueError(f"{name} patients {unknown[:5]} are not in the cache {self.cache.path}")
+                raise ConfigError(f"{name} patients {unknown[:5]} are not in the cache {self.cache.path}")
         ok = usable(les)
         original = les["augmentation"] == "none"
         train_mask = ok & les["patient_id"].isin(list(train_ids)) & (True if include_offline else original)
@@ -126,7 +127,7 @@ class PatchDataModule(pl.LightningDataModule):
         }
         for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
             if len(ids) and not len(self.rows[name]):
-                raise ValueError(f"the {name} patients {list(ids)[:5]} have no usable lesion in {self.cache.path}: "
+                raise ConfigError(f"the {name} patients {list(ids)[:5]} have no usable lesion in {self.cache.path}: "
                                  "the cohort is too small for this split (fewer folds, or more patients)")
         self.schedule = VariantSchedule(len(self.rows["train"]), seed)
         self._store: torch.Tensor | None = None

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rimnet.errors import RimnetError
 from rimnet.io import write_json
 
 
-class SplitError(ValueError):
+class SplitError(RimnetError):
     """A splits file that does not match the cohort (unknown, missing or duplicated patients)."""
 
 
@@ -98,11 +99,53 @@ def make_splits(patients: pd.DataFrame, lesions: pd.DataFrame, outer_folds: int 
     return splits
 
 
-def validate_splits(splits: dict, patient_ids: list[str], source: str = "splits") -> None:
-    """Check that every patient is in exactly one outer test fold and that train/test never mix."""
-    known = set(patient_ids)
+def _folds(splits: dict, key: str, source: str) -> list:
+    folds = splits.get(key)
+    if not isinstance(folds, list) or not folds:
+        raise SplitError(f"{source}: no '{key}' folds (a list of folds is required)")
+    return folds
+
+
+def _check_inner(inner_folds: list, k: int, train: set[str], source: str) -> None:
+    """Inner folds of outer fold ``k``: every outer-training patient validates in exactly one."""
     seen: dict[str, int] = {}
-    for k, fold in enumerate(splits.get("outer", [])):
+    for j, inner in enumerate(inner_folds):
+        if not isinstance(inner, dict) or not {"train", "val"} <= set(inner):
+            raise SplitError(f"{source}: inner fold {k}.{j} needs 'train' and 'val' lists")
+        if not inner["val"]:
+            raise SplitError(f"{source}: inner fold {k}.{j} has an empty validation set")
+        extra = sorted((set(inner["train"]) | set(inner["val"])) - train)
+        dup = sorted(set(inner["train"]) & set(inner["val"]))
+        if extra or dup:
+            raise SplitError(f"{source}: inner fold {k}.{j} uses patient(s) {(extra or dup)[:5]} "
+                             f"outside outer fold {k}'s training set or twice")
+        for pid in inner["val"]:
+            if pid in seen:
+                raise SplitError(f"{source}: patient {pid!r} validates in inner folds {k}.{seen[pid]} and {k}.{j}")
+            seen[pid] = j
+        left_out = sorted(train - set(inner["train"]) - set(inner["val"]))
+        if left_out:
+            raise SplitError(f"{source}: inner fold {k}.{j} leaves out outer-training patient(s) {left_out[:5]}")
+    missing = sorted(train - set(seen))
+    if missing:
+        raise SplitError(f"{source}: outer-training patient(s) {missing[:5]} of fold {k} validate in no inner fold")
+
+
+def validate_splits(splits: dict, patient_ids: list[str], source: str = "splits") -> None:
+    """Check a splits file completely: every patient in exactly one outer test fold, no empty fold,
+    train and test never mixed, and inner folds that partition each outer training set."""
+    known = set(patient_ids)
+    if not isinstance(splits, dict):
+        raise SplitError(f"{source}: not a splits object (expected keys 'outer' and 'inner')")
+    outer, inner = _folds(splits, "outer", source), _folds(splits, "inner", source)
+    if len(inner) != len(outer):
+        raise SplitError(f"{source}: {len(outer)} outer folds but inner folds for {len(inner)}")
+    seen: dict[str, int] = {}
+    for k, fold in enumerate(outer):
+        if not isinstance(fold, dict) or not {"train", "test"} <= set(fold):
+            raise SplitError(f"{source}: outer fold {k} needs 'train' and 'test' lists")
+        if not fold["test"] or not fold["train"]:
+            raise SplitError(f"{source}: outer fold {k} has an empty {'test' if not fold['test'] else 'training'} set")
         for pid in fold["test"]:
             if pid not in known:
                 raise SplitError(f"{source}: outer fold {k} lists unknown patient {pid!r}")
@@ -115,12 +158,9 @@ def validate_splits(splits: dict, patient_ids: list[str], source: str = "splits"
         both = sorted(set(fold["train"]) & set(fold["test"]))
         if both:
             raise SplitError(f"{source}: outer fold {k} has patient(s) {both[:5]} in both train and test")
-        for j, inner in enumerate(splits["inner"][k] if k < len(splits.get("inner", [])) else []):
-            extra = sorted((set(inner["train"]) | set(inner["val"])) - set(fold["train"]))
-            dup = sorted(set(inner["train"]) & set(inner["val"]))
-            if extra or dup:
-                raise SplitError(f"{source}: inner fold {k}.{j} uses patient(s) {(extra or dup)[:5]} "
-                                 f"outside outer fold {k}'s training set or twice")
+        if not isinstance(inner[k], list) or not inner[k]:
+            raise SplitError(f"{source}: outer fold {k} has no inner folds")
+        _check_inner(inner[k], k, set(fold["train"]), source)
     missing = sorted(known - set(seen))
     if missing:
         raise SplitError(f"{source}: patient(s) {missing[:5]} are in no outer test fold")
@@ -132,7 +172,10 @@ def load_or_make_splits(path: str | Path, patients: pd.DataFrame, lesions: pd.Da
     path = Path(path)
     ids = patients["patient_id"].astype(str).tolist()
     if path.exists():
-        splits = json.loads(path.read_text())
+        try:
+            splits = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SplitError(f"splits file {path} is not valid JSON ({exc})") from exc
         validate_splits(splits, ids, str(path))
         return splits
     splits = make_splits(patients, lesions, outer_folds, inner_folds, seed)

@@ -18,9 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from rimnet.errors import RimnetError  # noqa: E402
 from rimnet.evaluation import analysis as A  # noqa: E402
 from rimnet.evaluation.stats import confusion_metrics, delong_ci, delong_test  # noqa: E402
-from rimnet.io import atomic_path, write_json  # noqa: E402
+from rimnet.io import atomic_path, claim_folder, write_json  # noqa: E402
 
 CV_EXPERIMENTS = ("phase", "t2star", "flair", "phase_flair", "phase_t2star", "t2star_flair")
 ICS_EXPERIMENT = "ics_phase_flair"
@@ -218,11 +219,10 @@ def figure8(counts: dict[str, pd.DataFrame], path: Path, threshold: int = 4) -> 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = False, n_folds: int = 4) -> dict:
     """Write every table and figure of the evaluation to ``out_dir``; returns the summary."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     preds, missing = load_predictions(sweep_dir, n_folds)
     if not preds:
-        raise FileNotFoundError(f"no predictions found under {sweep_dir} (expected <experiment>/fold<k>/predictions.csv)")
+        raise RimnetError(f"no predictions found under {sweep_dir} (expected <experiment>/fold<k>/predictions.csv)")
+    out = claim_folder(out_dir, "evaluation-report", "report folder (out_dir)")
     files: dict[str, Path] = {}
 
     def save_csv(df: pd.DataFrame, name: str) -> None:

@@ -19,16 +19,25 @@ from omegaconf import OmegaConf
 
 from rimnet import __version__
 from rimnet.data.candidates import CandidateRules
+from rimnet.errors import RimnetError, UnsafeFileError
 from rimnet.evaluation.stats import threshold_at_specificity
-from rimnet.io import atomic_path
+from rimnet.io import atomic_path, safe_load
 from rimnet.models import RimNet
 
 BUNDLE_FORMAT = "rimnet-bundle"
 BUNDLE_VERSION = 1
+BUNDLE_KEYS = ("modalities", "model", "members", "threshold", "patch", "rules")
 
 
-class BundleError(ValueError):
+class BundleError(RimnetError):
     """A bundle that cannot be used: wrong format or version, or a modality it needs is missing."""
+
+
+def _load(path: Path, what: str) -> object:
+    try:
+        return safe_load(path, what)
+    except UnsafeFileError as exc:
+        raise BundleError(str(exc)) from exc
 
 
 @dataclass
@@ -66,7 +75,7 @@ class Bundle:
         return CandidateRules(**self.rules)
 
     def save(self, path: str | Path) -> Path:
-        """Write the bundle atomically."""
+        """Write the bundle atomically; an existing file there is replaced only if it is a bundle."""
         obj = {"format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "rimnet_version": self.rimnet_version,
                "experiment": self.experiment, "modalities": list(self.modalities), "model": dict(self.model),
                "patch": {"patch_size": self.patch_size, "context": self.context,
@@ -75,7 +84,12 @@ class Bundle:
                "rules": dict(self.rules), "threshold": float(self.threshold), "threshold_rule": self.threshold_rule,
                "members": [{k: v.detach().cpu() for k, v in m.items()} for m in self.members]}
         path = Path(path)
-        with atomic_path(path) as tmp:
+        if path.is_file():
+            try:
+                Bundle.load(path)
+            except BundleError as exc:
+                raise BundleError(f"{path} exists and is not a RimNet bundle; rimnet will not overwrite it") from exc
+        with atomic_path(path, replace=path.is_file()) as tmp:
             torch.save(obj, tmp)
         return path
 
@@ -83,25 +97,28 @@ class Bundle:
     def load(cls, path: str | Path) -> Bundle:
         """Load with ``weights_only=True``; raises :class:`BundleError` for a foreign or newer bundle."""
         path = Path(path)
-        if not path.exists():
-            raise BundleError(f"bundle {path} does not exist")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise BundleError(f"{path} is not a RimNet bundle ({exc})") from exc
+        obj = _load(path, "bundle")
         if not isinstance(obj, dict) or obj.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"{path} is not a RimNet bundle (no '{BUNDLE_FORMAT}' format tag)")
         if obj.get("bundle_version") != BUNDLE_VERSION:
             raise BundleError(f"{path} is bundle version {obj.get('bundle_version')} (made by rimnet {obj.get('rimnet_version')}); "
                               f"this rimnet {__version__} reads version {BUNDLE_VERSION}: export it again or install a matching rimnet")
+        missing = [k for k in BUNDLE_KEYS if k not in obj] + [
+            f"patch.{k}" for k in ("patch_size", "context") if not isinstance(obj.get("patch"), dict) or k not in obj["patch"]]
+        if missing:
+            raise BundleError(f"bundle {path} lacks {', '.join(missing)}: it is incomplete; export it again")
+        if not obj["members"]:
+            raise BundleError(f"bundle {path} holds no model")
         return cls(modalities=list(obj["modalities"]), model=dict(obj["model"]), members=list(obj["members"]), threshold=obj["threshold"],
                    threshold_rule=obj.get("threshold_rule", ""), patch_size=obj["patch"]["patch_size"], context=obj["patch"]["context"],
                    rules=dict(obj["rules"]), experiment=obj.get("experiment", ""), rimnet_version=obj.get("rimnet_version", ""))
 
 
 def _net_state(ckpt: Path) -> dict:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    return {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+    obj = _load(ckpt, "checkpoint")
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise BundleError(f"checkpoint {ckpt} has no state_dict: not a Lightning checkpoint of rimnet")
+    return {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
 
 
 def _fold_threshold(pred_files: list[Path], specificity: float) -> tuple[float, str]:

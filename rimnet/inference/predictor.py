@@ -24,13 +24,13 @@ import pandas as pd
 import torch
 
 from rimnet.data.candidates import extract_candidates
-from rimnet.data.cohort import PatientVolumes, load_patient
+from rimnet.data.cohort import PatientVolumes, check_patient_id, load_patient
 from rimnet.data.patches import center_crop, crop_centered, normalise
+from rimnet.errors import OwnershipError, RimnetError
 from rimnet.inference.bundle import Bundle, BundleError
-from rimnet.io import atomic_path, write_json
+from rimnet.io import atomic_dir, write_json
 
 DECISION_CODES = {"rim-": 1, "rim+": 2, "excluded": 3}
-OPTIONAL_MASKS = ("anatomy", "air_mask")
 
 
 @dataclass
@@ -135,10 +135,23 @@ class Predictor:
         return self.predict_row(pd.Series(row))
 
 
+def patient_folder(out_dir: str | Path, patient_id: str) -> Path:
+    """``out_dir/<patient_id>``, after checking that the id is safe and the folder stays inside."""
+    out_dir = Path(out_dir)
+    folder = out_dir / check_patient_id(patient_id)
+    if folder.resolve().parent != out_dir.resolve():
+        raise OwnershipError(f"patient {patient_id}: its folder {folder} would lie outside the output folder {out_dir}")
+    return folder
+
+
 def write_patient(result: PatientResult, out_dir: str | Path) -> Path:
-    """Write one patient's outputs atomically into ``out_dir/<patient_id>``; returns that folder."""
+    """Write one patient's outputs atomically into ``out_dir/<patient_id>``; returns that folder.
+
+    The folder is built beside its final place and moved in when complete; an existing folder
+    there is replaced only if rimnet wrote it.
+    """
     t0 = time.perf_counter()
-    folder = Path(out_dir) / result.patient_id
+    folder = patient_folder(out_dir, result.patient_id)
     codes = np.zeros(result.labels.shape, np.uint8)
     prob = np.zeros(result.labels.shape, np.float32)
     if len(result.lesions):
@@ -148,8 +161,7 @@ def write_patient(result: PatientResult, out_dir: str | Path) -> Path:
         lut_code[idx] = [DECISION_CODES[d] for d in result.lesions["decision"]]
         lut_prob[idx] = result.lesions["prob"].to_numpy()
         codes, prob = lut_code[result.labels], lut_prob[result.labels]
-    with atomic_path(folder) as tmp:
-        tmp.mkdir()
+    with atomic_dir(folder, "patient-predictions", f"patient {result.patient_id}'s output folder") as tmp:
         result.lesions.to_csv(tmp / "lesions.csv", index=False)
         img = nib.Nifti1Image(codes, result.affine)
         img.header["descrip"] = b"rimnet: 0 bg, 1 rim-, 2 rim+, 3 excluded"
@@ -168,7 +180,7 @@ def lesion_at(result: PatientResult, point: Sequence[float], mm: bool = False) -
         p = p[:3]
     ijk = np.rint(p).astype(int)
     if np.any(ijk < 0) or np.any(ijk >= result.labels.shape):
-        raise ValueError(f"point {tuple(point)} ({'mm' if mm else 'voxels'}) lies outside the image of shape {result.labels.shape}")
+        raise RimnetError(f"point {tuple(point)} ({'mm' if mm else 'voxels'}) lies outside the image of shape {result.labels.shape}")
     label = int(result.labels[tuple(ijk)])
     if label == 0:
         return None

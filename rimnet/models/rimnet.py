@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from rimnet.errors import ConfigError
+
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -58,7 +60,7 @@ class RimNet(nn.Module):
                  bottleneck: int = 1, patch_size: int = 28, dropout: float = 0.0) -> None:
         super().__init__()
         if n_modalities not in (1, 2):
-            raise ValueError(f"RimNet takes 1 or 2 modalities, got {n_modalities}")
+            raise ConfigError(f"RimNet takes 1 or 2 modalities, got {n_modalities}")
         self.n_modalities = n_modalities
         self.main = Branch(widths, bottleneck, fusion_channels=widths[0] if n_modalities == 2 else 0)
         self.second = Branch(widths, bottleneck) if n_modalities == 2 else None

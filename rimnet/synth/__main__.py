@@ -7,10 +7,13 @@ Writes ``<out>/cohort.csv`` (the data contract), one folder of NIfTI files per p
 import hydra
 from omegaconf import DictConfig
 
+from rimnet import CONFIG_DIR
+from rimnet.errors import exit_on_error
 from rimnet.synth.cohort import generate_cohort
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="synth")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="synth")
+@exit_on_error
 def main(cfg: DictConfig) -> None:
     csv = generate_cohort(cfg.out, cfg.scale, seed=cfg.seed, force=cfg.force, progress=cfg.progress)
     print(f"cohort written: {csv}")

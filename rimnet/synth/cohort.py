@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rimnet.io import atomic_path, fingerprint, write_json
+from rimnet.errors import ConfigError
+from rimnet.io import atomic_dir, atomic_path, claim_folder, fingerprint, write_json
 from rimnet.synth.phantom import SITES, make_patient
 
 SYNTH_VERSION = 3
@@ -49,15 +50,15 @@ def generate_cohort(out: str | Path, scale: str = "smoke", seed: int = 0, force:
 
     A cohort already generated there with the same scale, seed and generator version is reused.
     Each patient folder and the CSV are written atomically, so an interrupted run leaves no
-    half-written patient behind and simply resumes.
+    half-written patient behind and simply resumes. ``out`` must be new, empty or a folder this
+    function wrote before (it is marked as the tool's).
 
     Example:
         >>> csv = generate_cohort("/tmp/smoke", "smoke", seed=0)  # doctest: +SKIP
     """
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+        raise ConfigError(f"scale={scale!r} is not a cohort scale; choose one of {sorted(SCALES)}")
+    out = claim_folder(out, "synthetic-cohort", "synthetic cohort folder (out=)")
     sc = SCALES[scale]
     params = {"scale": scale, "seed": seed, "version": SYNTH_VERSION, **asdict(sc)}
     key = fingerprint(params)
@@ -89,8 +90,7 @@ def generate_cohort(out: str | Path, scale: str = "smoke", seed: int = 0, force:
 
 
 def _write_patient(pdir: Path, patient) -> None:
-    with atomic_path(pdir) as tmp:
-        tmp.mkdir()
+    with atomic_dir(pdir, "synthetic-patient", "patient folder") as tmp:
         some = next(iter(patient.images.values()))
         aff = affine_for(some.shape, patient.voxel_mm)
         for name, arr in patient.images.items():

@@ -33,6 +33,8 @@ class RimNetModule(pl.LightningModule):
         predictions_path: where the test step writes one row per lesion (``None``: not written); an
             attribute, so one module can test several sets into several files.
         channels_last: convert the network to channels-last-3d memory format.
+        seed: the run's seed; when set, every training epoch reseeds the random generators from
+            (seed, epoch), so a run resumed from its last epoch draws what an uninterrupted one did.
 
     Example:
         >>> from rimnet.models import RimNet
@@ -40,7 +42,8 @@ class RimNetModule(pl.LightningModule):
     """
 
     def __init__(self, net: nn.Module, lr: float = 1e-4, class_weights: str | Sequence[float] | None = None,
-                 experiment: str = "", fold: int | str = "", predictions_path: str | None = None, channels_last: bool = False) -> None:
+                 experiment: str = "", fold: int | str = "", predictions_path: str | None = None, channels_last: bool = False,
+                 seed: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "predictions_path"])
         self.predictions_path = predictions_path
@@ -94,6 +97,10 @@ class RimNetModule(pl.LightningModule):
             self.log_dict(m.compute(), prog_bar=stage == "val")
         m.reset()
         self._updated.discard(stage)
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.get("seed") is not None:
+            pl.seed_everything((self.hparams.seed + 7919 * (self.current_epoch + 1)) % (2**31 - 1), verbose=False)
 
     def on_train_epoch_end(self) -> None:
         self._epoch_end("train")

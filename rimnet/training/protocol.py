@@ -29,8 +29,20 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from rimnet.io import atomic_path, fingerprint, write_json
-from rimnet.training.run import external_ids, finish_wandb, make_datamodule, make_module, make_trainer, prepare_data
+from rimnet.errors import ConfigError
+from rimnet.io import atomic_path, claim_folder, fingerprint, write_json
+from rimnet.training.run import (
+    check_fold_config,
+    claim_run_folder,
+    external_ids,
+    finish_wandb,
+    make_datamodule,
+    make_module,
+    make_trainer,
+    prepare_data,
+    resume_checkpoint,
+    seed_run,
+)
 
 # Config keys that decide a job's result (paths, loggers and launch details do not).
 FINGERPRINT_KEYS = ("experiment_name", "modalities", "seed", "fold", "schedule", "class_weights", "model", "train_sites",
@@ -59,23 +71,18 @@ def aggregate_schedules(schedules: list[list[int]]) -> list[int]:
     return fixed
 
 
-def _resume_ckpt(run_dir: Path) -> str | None:
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.exists() else None
-
-
 def _inner_run(cfg: DictConfig, cache, ids: dict, run_dir: Path, key: str, stage: str) -> list[int]:
     if not ids["train"] or not ids["val"]:
-        raise ValueError(f"{stage} of outer fold {cfg.fold} has {len(ids['train'])} training and {len(ids['val'])} validation "
+        raise ConfigError(f"{stage} of outer fold {cfg.fold} has {len(ids['train'])} training and {len(ids['val'])} validation "
                          f"patients: too few patients for {cfg.data.outer_folds}x{cfg.data.inner_folds} nested CV "
                          "(set data.outer_folds / data.inner_folds lower)")
     done = run_dir / "schedule.json"
     if done.exists() and json.loads(done.read_text()).get("fingerprint") == key:
         return json.loads(done.read_text())["epochs_per_rate"]
     dm = make_datamodule(cfg, cache, ids["train"], ids["val"], [])
-    module = make_module(cfg, None)
+    module = make_module(cfg, None, seed=seed_run(cfg, stage))
     trainer = make_trainer(cfg, run_dir, stage=stage)
-    trainer.fit(module, datamodule=dm, ckpt_path=_resume_ckpt(run_dir))
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(run_dir), weights_only=True)
     staircase = next(cb for cb in trainer.callbacks if hasattr(cb, "staircase")).staircase
     epochs = list(staircase.epochs_per_rate)
     write_json(done, {"fingerprint": key, "epochs_per_rate": epochs, "stopped_by_plateau": staircase.stopped,
@@ -86,19 +93,16 @@ def _inner_run(cfg: DictConfig, cache, ids: dict, run_dir: Path, key: str, stage
 
 def run_nested_job(cfg: DictConfig) -> dict:
     """Run (or skip, or resume) one nested-CV job into ``cfg.paths.output_dir``."""
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_fold_config(cfg)
+    out = claim_run_folder(cfg.paths.output_dir)
     key = job_fingerprint(cfg)
     job_file = out / "job.json"
-    if not cfg.get("force") and job_file.exists():
-        job = json.loads(job_file.read_text())
-        if job.get("fingerprint") == key and job.get("status") == "done":
-            print(f"{cfg.experiment_name} fold {cfg.fold}: finished earlier with the same config, skipped ({out})")
-            return job
-    if cfg.get("force"):
-        for stale in out.glob("inner*/schedule.json"):
-            stale.unlink()
-        for stale in out.glob("*/checkpoints/*.ckpt"):
+    job = json.loads(job_file.read_text()) if job_file.exists() else {}
+    if not cfg.get("force") and job.get("fingerprint") == key and job.get("status") == "done":
+        print(f"{cfg.experiment_name} fold {cfg.fold}: finished earlier with the same config, skipped ({out})")
+        return job
+    if cfg.get("force") or job.get("fingerprint", key) != key:  # nothing of another config is resumed
+        for stale in [*out.glob("inner*/schedule.json"), *out.glob("*/checkpoints/*.ckpt")]:
             stale.unlink()
     write_json(job_file, {"fingerprint": key, "status": "running", "experiment": cfg.experiment_name, "fold": cfg.fold})
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
@@ -111,16 +115,16 @@ def run_nested_job(cfg: DictConfig) -> dict:
 
     final_dir = out / "final"
     dm = make_datamodule(cfg, cache, outer["train"], [], outer["test"])
-    module = make_module(cfg, out / "predictions.csv")
+    module = make_module(cfg, out / "predictions.csv", seed=seed_run(cfg, "final"))
     trainer = make_trainer(cfg, final_dir, fixed_epochs=fixed, stage="final", max_epochs=sum(fixed), limit_val_batches=0)
-    trainer.fit(module, datamodule=dm, ckpt_path=_resume_ckpt(final_dir))
-    trainer.test(module, datamodule=dm, verbose=False)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(final_dir), weights_only=True)
+    trainer.test(module, datamodule=dm, verbose=False, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     external = external_ids(cfg, cache)
     if external:
         ext = make_datamodule(cfg, cache, [], [], external)
         module.predictions_path = str(out / "external_predictions.csv")
-        trainer.test(module, datamodule=ext, verbose=False)
+        trainer.test(module, datamodule=ext, verbose=False, weights_only=True)
     finish_wandb()
     result = {"fingerprint": key, "status": "done", "experiment": cfg.experiment_name, "fold": cfg.fold, "inner_schedules": inner_schedules,
               "fixed_schedule": fixed, "test_metrics": metrics, "n_test_lesions": len(dm.rows["test"])}
@@ -149,8 +153,7 @@ def ensemble_external(experiment_dir: Path, n_folds: int = 4) -> Path | None:
     ens["prob"] = probs.mean(0)
     ens["prob_std"] = probs.std(0)
     ens["fold"] = "ensemble"
-    path = experiment_dir / "ensemble" / "predictions.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = claim_folder(experiment_dir / "ensemble", "ensemble-predictions") / "predictions.csv"
     with atomic_path(path) as tmp:
         ens.to_csv(tmp, index=False)
     print(f"inter-center ensemble of {n_folds} fold models on {len(ens)} external lesions: {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import hydra
@@ -11,10 +12,69 @@ from omegaconf import DictConfig, OmegaConf
 from rimnet.data.cache import PatchCache, build_cache
 from rimnet.data.datamodule import PatchDataModule
 from rimnet.data.splits import load_or_make_splits
-from rimnet.io import file_lock
+from rimnet.errors import ConfigError, UnsafeFileError
+from rimnet.io import claim_folder, file_lock, fingerprint, lock_for, safe_load
 from rimnet.preprocess import preprocess_config
 from rimnet.synth.cohort import generate_cohort
 from rimnet.training.module import RimNetModule
+
+
+def run_seed(seed: int, experiment: str, fold: int | str, stage: str) -> int:
+    """The seed of one run: the config's ``seed`` mixed with the run's identity.
+
+    Two runs of the same job draw the same numbers; different runs of a sweep draw different ones.
+
+    Example:
+        >>> run_seed(42, "phase_flair", 0, "inner1") == run_seed(42, "phase_flair", 0, "inner1")
+        True
+    """
+    return int(fingerprint([int(seed), str(experiment), str(fold), str(stage)])[:8], 16) % (2**31 - 1)
+
+
+def seed_run(cfg: DictConfig, stage: str) -> int:
+    """Seed Python, NumPy and torch for one run (``stage``: single-inner<j>, inner<j>, final)."""
+    seed = run_seed(cfg.seed, cfg.experiment_name, cfg.fold, stage)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    return seed
+
+
+def claim_run_folder(path: str | Path) -> Path:
+    """Create and mark a run folder; what Hydra wrote there just before (config, log) is allowed."""
+    from hydra.core.hydra_config import HydraConfig
+
+    ignore: frozenset[str] = frozenset()
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        ignore = frozenset({str(hc.output_subdir or ".hydra"), f"{hc.job.name}.log"})
+    return claim_folder(path, "training-run", "run folder", ignore)
+
+
+def check_fold_config(cfg: DictConfig) -> None:
+    """``fold`` and ``inner_fold`` must name existing folds (a clear error, not an IndexError)."""
+    checks = (("fold", "outer_folds"), ("inner_fold", "inner_folds"))
+    for key, folds_key in checks:
+        value, n = cfg[key], cfg.data[folds_key]
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:
+            raise ConfigError(f"{key}={value!r} is out of range: with data.{folds_key}={n} "
+                              f"it must be an integer from 0 to {n - 1}")
+
+
+def resume_checkpoint(run_dir: str | Path) -> str | None:
+    """``<run_dir>/checkpoints/last.ckpt`` if it exists and loads safely, else None.
+
+    A checkpoint cut short by a kill is set aside as ``last.ckpt.damaged`` (the run then starts
+    again from its seed, which gives the same result as a run that never stopped).
+    """
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    try:
+        safe_load(last, "checkpoint")
+    except UnsafeFileError as exc:
+        warnings.warn(f"{exc}; starting the run {run_dir} again from its seed", stacklevel=2)
+        last.replace(last.with_name("last.ckpt.damaged"))
+        return None
+    return str(last)
 
 
 def prepare_data(cfg: DictConfig) -> tuple[PatchCache, dict]:
@@ -25,15 +85,16 @@ def prepare_data(cfg: DictConfig) -> tuple[PatchCache, dict]:
     cover only those sites' patients and live in a file of their own. A file lock makes parallel
     sweep jobs wait for the first one to build all this.
     """
-    with file_lock(Path(cfg.data.cache_dir).parent / f".{Path(cfg.data.cache_dir).name}.lock"):
-        cohort = Path(cfg.data.cohort)
-        if cfg.data.synthetic:
+    cohort = Path(cfg.data.cohort)
+    if cfg.data.synthetic:
+        with file_lock(lock_for(cohort.parent)):
             cohort = generate_cohort(cohort.parent, cfg.data.scale, seed=cfg.data.synth_seed)
-        cache = build_cache(cohort, cfg.data.cache_dir, preprocess_config(cfg.data.preprocess))
-        patients, splits_file = cache.patients, Path(cfg.data.splits_file)
-        if cfg.get("train_sites"):
-            patients = patients[patients["site"].isin(list(cfg.train_sites))]
-            splits_file = splits_file.with_name(f"{splits_file.stem}-{'-'.join(cfg.train_sites)}{splits_file.suffix}")
+    cache = build_cache(cohort, cfg.data.cache_dir, preprocess_config(cfg.data.preprocess))
+    patients, splits_file = cache.patients, Path(cfg.data.splits_file)
+    if cfg.get("train_sites"):
+        patients = patients[patients["site"].isin(list(cfg.train_sites))]
+        splits_file = splits_file.with_name(f"{splits_file.stem}-{'-'.join(cfg.train_sites)}{splits_file.suffix}")
+    with file_lock(lock_for(splits_file)):
         splits = load_or_make_splits(splits_file, patients, cache.lesions, cfg.data.outer_folds, cfg.data.inner_folds,
                                      cfg.data.split_seed)
     return cache, splits
@@ -51,11 +112,14 @@ def make_datamodule(cfg: DictConfig, cache: PatchCache, train_ids, val_ids, test
                            seed=cfg.seed, channels_last=cfg.channels_last)
 
 
-def make_module(cfg: DictConfig, predictions_path: str | Path | None) -> RimNetModule:
+def make_module(cfg: DictConfig, predictions_path: str | Path | None, seed: int | None = None) -> RimNetModule:
+    """The LightningModule of a run; ``seed`` (the run's seed) also reseeds every training epoch."""
     net = hydra.utils.instantiate(cfg.model)
-    return RimNetModule(net, lr=cfg.schedule.rates[0], class_weights=cfg.class_weights, experiment=cfg.experiment_name,
+    weights = cfg.class_weights
+    weights = OmegaConf.to_container(weights) if OmegaConf.is_config(weights) else weights
+    return RimNetModule(net, lr=cfg.schedule.rates[0], class_weights=weights, experiment=cfg.experiment_name,
                         fold=cfg.fold, predictions_path=None if predictions_path is None else str(predictions_path),
-                        channels_last=cfg.channels_last)
+                        channels_last=cfg.channels_last, seed=seed)
 
 
 def make_trainer(cfg: DictConfig, output_dir: str | Path, fixed_epochs: list[int] | None = None, stage: str | None = None,

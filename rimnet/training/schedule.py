@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import pytorch_lightning as pl
 
+from rimnet.errors import ConfigError
+
 PAPER_RATES = (1e-4, 5e-5, 2.5e-5, 1e-5)
 
 
@@ -29,7 +31,7 @@ class Staircase:
 
     def __init__(self, rates: Sequence[float] = PAPER_RATES, patience: int = 3, fixed_epochs: Sequence[int] | None = None) -> None:
         if fixed_epochs is not None and len(fixed_epochs) != len(rates):
-            raise ValueError(f"fixed_epochs {list(fixed_epochs)} needs one entry per rate {list(rates)}")
+            raise ConfigError(f"fixed_epochs {list(fixed_epochs)} needs one entry per rate {list(rates)}")
         self.rates, self.patience = list(rates), patience
         self.fixed_epochs = None if fixed_epochs is None else [int(e) for e in fixed_epochs]
         self.level, self.best, self.wait, self.epochs_per_rate, self.stopped = 0, float("inf"), 0, [0] * len(rates), False
