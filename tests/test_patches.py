@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from rimnet.data.patches import ROTATIONS, ElasticDeformer, center_crop, crop_centered, normalise, rotate
+from rimnet.data.contract import center_crop, crop_centered, normalise
+from rimnet.data.patches import ROTATIONS, ElasticDeformer, rotate
 
 
 def test_crop_zero_pads_at_the_border():

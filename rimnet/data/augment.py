@@ -20,11 +20,25 @@ SHIFTS = (-2, 0, 2)
 N_VARIANTS = len(FLIPS) * len(SHIFTS) ** 3
 
 
+N_SHIFT_VARIANTS = len(SHIFTS) ** 3
+
+
+def split_variant(variant):  # noqa: ANN001, ANN201 (int, NumPy or torch: the same arithmetic)
+    """Variant index → (flip index into :data:`FLIPS`, shift steps (0, 1, 2) along X, Y, Z).
+
+    Example:
+        >>> split_variant(40)
+        (1, (1, 1, 1))
+    """
+    n = len(SHIFTS)
+    flip, rest = variant // N_SHIFT_VARIANTS, variant % N_SHIFT_VARIANTS
+    return flip, (rest // (n * n), (rest // n) % n, rest % n)
+
+
 def decode(variant: int, max_shift: int = 2) -> tuple[int | None, tuple[int, int, int]]:
     """Variant index (0..107) → (flip axis or None, (sx, sy, sz)) with shifts in {-m, 0, m}."""
-    f, rest = divmod(int(variant), 27)
-    steps = (rest // 9, (rest // 3) % 3, rest % 3)
-    return FLIPS[f], tuple((s - 1) * max_shift for s in steps)
+    flip, steps = split_variant(int(variant))
+    return FLIPS[flip], tuple((s - 1) * max_shift for s in steps)
 
 
 class VariantSchedule:
@@ -70,10 +84,8 @@ def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -
     B, S = x.shape[0], x.shape[-1]
     margin = (S - patch_size) // 2
     dev = x.device
-    v = variants.to(dev).long()
-    flip = v // 27
-    rest = v % 27
-    steps = torch.stack([rest // 9, (rest // 3) % 3, rest % 3], dim=1)  # (B, 3)
+    flip, steps = split_variant(variants.to(dev).long())
+    steps = torch.stack(steps, dim=1)  # (B, 3)
     shift = (steps - 1) * margin
     t = torch.arange(patch_size, device=dev)
     idx = []
@@ -84,9 +96,3 @@ def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -
     b = torch.arange(B, device=dev).view(B, 1, 1, 1)
     out = x[b, :, idx[0].view(B, -1, 1, 1), idx[1].view(B, 1, -1, 1), idx[2].view(B, 1, 1, -1)]  # (B, P, P, P, C)
     return out.permute(0, 4, 1, 2, 3)  # a channels-last-3d view: no copy
-
-
-def center(x: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Central crop (no augmentation) of (..., S, S, S) → (..., P, P, P)."""
-    m = (x.shape[-1] - patch_size) // 2
-    return x[..., m : m + patch_size, m : m + patch_size, m : m + patch_size]

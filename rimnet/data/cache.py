@@ -13,16 +13,28 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from rimnet.data.candidates import CandidateRules, extract_candidates, rim_instances_outside
-from rimnet.data.cohort import MASKS, CohortError, PatientVolumes, load_patient, read_cohort
-from rimnet.data.patches import ROTATIONS, ElasticDeformer, center_crop, crop_centered, normalise, rotate
+from rimnet.data.cohort import CohortError, PatientVolumes, load_patient, read_cohort
+from rimnet.data.contract import (
+    LESION_COLUMNS,
+    MASKS,
+    center_crop,
+    context_size,
+    crop_centered,
+    extract_patch,
+    lesion_id,
+    normalise,
+)
+from rimnet.data.patches import ROTATIONS, ElasticDeformer, rotate
 from rimnet.errors import ConfigError
 from rimnet.io import atomic_dir, check_replaceable, file_lock, file_signature, fingerprint, lock_for, write_json
 
@@ -49,7 +61,7 @@ class PreprocessConfig:
 
     @property
     def context(self) -> int:
-        return self.patch_size + 2 * self.max_shift
+        return context_size(self.patch_size, self.max_shift)
 
 
 @dataclass
@@ -116,73 +128,93 @@ def build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessCo
         return _build_cache(cohort_csv, cache_dir, cfg, force, progress)
 
 
-def _build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessConfig, force: bool, progress: bool) -> PatchCache:
+def _build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessConfig, force: bool,
+                 progress: bool) -> PatchCache:
     cohort = read_cohort(cohort_csv, cfg.modalities, cfg.sites)
-    params = asdict(cfg)
-    key = fingerprint({"version": CACHE_VERSION, "params": params, "inputs": _inputs_signature(cohort, cfg)})
+    key = fingerprint({"version": CACHE_VERSION, "params": asdict(cfg), "inputs": _inputs_signature(cohort, cfg)})
     cache_dir = Path(cache_dir)
     meta_path = cache_dir / "meta.json"
     if not force and meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == key:
         return load_cache(cache_dir)
-
-    deformer = ElasticDeformer(seed=cfg.seed) if cfg.elastic_copies > 0 else None
-    context, big = cfg.context, cfg.context + 2 * cfg.elastic_margin
-    np_dtype = np.dtype(cfg.dtype)
-    rows, patients = [], []
     with atomic_dir(cache_dir, "patch-cache", "cache_dir") as tmp:
-        n_total = 0
-        with open(tmp / "patches.bin", "wb") as fh:
-            bar = tqdm(list(cohort.iterrows()), desc="preprocess", unit="patient", disable=not progress)
-            for _, prow in bar:
-                vol = load_patient(prow, cfg.modalities, resample=cfg.resample)
-                table, _ = extract_candidates(
-                    vol.masks["lesion_mask"], vol.affine, cfg.rules,
-                    **{m: vol.masks.get(m) for m in ("rim_mask", "rater1_mask", "rater2_mask", "anatomy", "air_mask")},
-                )
-                check_rim_annotation(vol, table, cfg.rim_outside_lesion, prow.get("rim_mask", ""))
-                patients.append({"patient_id": vol.patient_id, "site": vol.site, "scanner": vol.scanner,
-                                 "voxel_mm": float(vol.voxel_mm.mean()), "n_candidates": len(table)})
-                stack = [vol.images[m] for m in cfg.modalities]
-                for cand in table.itertuples(index=False):
-                    centre = np.array([cand.center_i, cand.center_j, cand.center_k])
-                    raw = np.stack([crop_centered(img, centre, big) for img in stack])
-                    lesion_id = f"{vol.patient_id}_L{cand.lesion_index:04d}"
-                    base = {"patient_id": vol.patient_id, "site": vol.site, "scanner": vol.scanner,
-                            "source_lesion_id": lesion_id, **cand._asdict()}
-                    out = [("none", normalise(center_crop(raw, context)))]
-                    if not cand.excluded and cand.label >= 0:
-                        sources = [("none", raw)]
-                        if cfg.rotate_rim and cand.label == 1:
-                            sources += [(name, rotate(raw, plane, k)) for name, plane, k in ROTATIONS]
-                        for name, src in sources:
-                            if name != "none":
-                                out.append((name, normalise(center_crop(src, context))))
-                            for e in range(cfg.elastic_copies):
-                                tag = f"elastic{e + 1}" if name == "none" else f"{name}+elastic{e + 1}"
-                                out.append((tag, normalise(deformer(src, context))))
-                    for tag, patch in out:
-                        fh.write(np.ascontiguousarray(patch, dtype=np_dtype).tobytes())
-                        rows.append({**base, "lesion_id": lesion_id if tag == "none" else f"{lesion_id}_{tag}", "augmentation": tag})
-                    n_total += len(out)
-                bar.set_postfix(patches=n_total)
-        lesions = pd.DataFrame(rows, columns=_LESION_COLUMNS + [c for c in (rows[0] if rows else {}) if c not in _LESION_COLUMNS])
+        rows, patients = _write_patches(cohort, cfg, tmp / "patches.bin", progress)
+        lesions = pd.DataFrame(rows, columns=LESION_COLUMNS)
         lesions.to_csv(tmp / "lesions.csv", index=False)
         pd.DataFrame(patients).to_csv(tmp / "patients.csv", index=False)
-        originals = lesions[lesions.augmentation == "none"] if len(lesions) else lesions
-        meta = {
-            "fingerprint": key, "version": CACHE_VERSION, "cohort": str(Path(cohort_csv).resolve()),
-            "shape": [n_total, len(cfg.modalities), context, context, context], "dtype": cfg.dtype,
-            "modalities": list(cfg.modalities), "params": params,
-            "counts": {"patients": len(patients), "patches": n_total, "candidates": int(len(originals)),
-                       "excluded": originals["excluded"].replace("", "kept").value_counts().to_dict() if len(originals) else {}},
-        }
-        write_json(tmp / "meta.json", meta)
+        write_json(tmp / "meta.json", _meta(key, cohort_csv, cfg, lesions, len(patients)))
     return load_cache(cache_dir)
 
 
-_LESION_COLUMNS = ["patient_id", "lesion_id", "site", "scanner", "label", "volume_mm3", "n_voxels", "center_i", "center_j", "center_k",
-                   "center_x", "center_y", "center_z", "location", "excluded", "consensus_needed", "rater1", "rater2",
-                   "augmentation", "source_lesion_id", "lesion_index"]
+def _write_patches(cohort: pd.DataFrame, cfg: PreprocessConfig, path: Path, progress: bool) -> tuple[list, list]:
+    """Stream every patient's patches into ``path``; returns the lesion rows and the patient rows."""
+    deformer = ElasticDeformer(seed=cfg.seed) if cfg.elastic_copies > 0 else None
+    rows, patients = [], []
+    with open(path, "wb") as fh:
+        bar = tqdm(list(cohort.iterrows()), desc="preprocess", unit="patient", disable=not progress)
+        for _, cohort_row in bar:
+            vol, table = _patient_candidates(cohort_row, cfg)
+            patients.append({"patient_id": vol.patient_id, "site": vol.site, "scanner": vol.scanner,
+                             "voxel_mm": float(vol.voxel_mm.mean()), "n_candidates": len(table)})
+            for row, patch in _patient_patches(vol, table, cfg, deformer):
+                fh.write(np.ascontiguousarray(patch, dtype=np.dtype(cfg.dtype)).tobytes())
+                rows.append(row)
+            bar.set_postfix(patches=len(rows))
+    return rows, patients
+
+
+def _patient_candidates(cohort_row: pd.Series, cfg: PreprocessConfig) -> tuple[PatientVolumes, pd.DataFrame]:
+    """Load and check one patient, and extract its candidates (§2.3-2.4)."""
+    vol = load_patient(cohort_row, cfg.modalities, resample=cfg.resample)
+    masks = {m: vol.masks.get(m) for m in MASKS if m != "lesion_mask"}
+    table, _ = extract_candidates(vol.masks["lesion_mask"], vol.affine, cfg.rules, **masks)
+    check_rim_annotation(vol, table, cfg.rim_outside_lesion, cohort_row.get("rim_mask", ""))
+    return vol, table
+
+
+def _patient_patches(vol: PatientVolumes, table: pd.DataFrame, cfg: PreprocessConfig,
+                     deformer: ElasticDeformer | None) -> Iterator[tuple[dict, np.ndarray]]:
+    """(lesion row, patch) of every stored patch of one patient, in storage order."""
+    stack = [vol.images[m] for m in cfg.modalities]
+    for cand in table.itertuples(index=False):
+        source = lesion_id(vol.patient_id, cand.lesion_index)
+        base = {"patient_id": vol.patient_id, "site": vol.site, "scanner": vol.scanner,
+                "source_lesion_id": source, **cand._asdict()}
+        centre = np.array([cand.center_i, cand.center_j, cand.center_k])
+        for tag, patch in _lesion_variants(stack, centre, cand, cfg, deformer):
+            yield {**base, "lesion_id": source if tag == "none" else f"{source}_{tag}", "augmentation": tag}, patch
+
+
+def _lesion_variants(stack: list[np.ndarray], centre: np.ndarray, cand: Any, cfg: PreprocessConfig,
+                     deformer: ElasticDeformer | None) -> list[tuple[str, np.ndarray]]:
+    """The original patch, and for kept labelled candidates the offline augmentation of §2.6:
+    rim+ rotated 90/180/270° about each axis (×10), then elastic copies of every patch."""
+    context = cfg.context
+    variants = [("none", extract_patch(stack, centre, context))]
+    if cand.excluded or cand.label < 0:
+        return variants
+    margin_cube = np.stack([crop_centered(img, centre, context + 2 * cfg.elastic_margin) for img in stack])
+    sources = [("none", margin_cube)]
+    if cfg.rotate_rim and cand.label == 1:
+        sources += [(name, rotate(margin_cube, plane, k)) for name, plane, k in ROTATIONS]
+    for name, src in sources:
+        if name != "none":
+            variants.append((name, normalise(center_crop(src, context))))
+        for e in range(cfg.elastic_copies):
+            tag = f"elastic{e + 1}" if name == "none" else f"{name}+elastic{e + 1}"
+            variants.append((tag, normalise(deformer(src, context))))
+    return variants
+
+
+def _meta(key: str, cohort_csv: str | Path, cfg: PreprocessConfig, lesions: pd.DataFrame, n_patients: int) -> dict:
+    originals = lesions[lesions["augmentation"] == "none"]
+    c = cfg.context
+    return {
+        "fingerprint": key, "version": CACHE_VERSION, "cohort": str(Path(cohort_csv).resolve()),
+        "shape": [len(lesions), len(cfg.modalities), c, c, c], "dtype": cfg.dtype,
+        "modalities": list(cfg.modalities), "params": asdict(cfg),
+        "counts": {"patients": n_patients, "patches": len(lesions), "candidates": int(len(originals)),
+                   "excluded": originals["excluded"].replace("", "kept").value_counts().to_dict()},
+    }
 
 
 def load_cache(cache_dir: str | Path) -> PatchCache:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from rimnet.synth.anatomy import BRAINSTEM, CEREBELLUM, CORTEX, DEEP_GM, VENTRICLE, dilate_mm
+from rimnet.data.contract import BRAINSTEM, CEREBELLUM, CORTEX, DEEP_GM, VENTRICLE
 
 # 6-connectivity: faces only (the paper's neighbourhood).
 CONNECTIVITY_6 = ndimage.generate_binary_structure(3, 1)
@@ -79,6 +79,13 @@ def rim_instances_outside(lesion_mask: np.ndarray, rim_mask: np.ndarray) -> tupl
     inside = np.unique(instances[(lesion_mask > 0) & (instances > 0)])
     outside = (instances > 0) & ~np.isin(instances, inside)
     return int(len(np.setdiff1d(np.unique(instances[outside]), [0]))), int(outside.sum())
+
+
+def dilate_mm(mask: np.ndarray, radius_mm: float, voxel_mm: float | np.ndarray) -> np.ndarray:
+    """Dilate a mask by a physical radius (Euclidean, voxel-size aware)."""
+    if not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask, sampling=voxel_mm) <= radius_mm
 
 
 def location_regions(anatomy: np.ndarray, voxel_mm: np.ndarray, rules: CandidateRules) -> dict[str, np.ndarray]:

@@ -15,14 +15,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rimnet.data.contract import LABEL_TOLERANCE, MASKS, MODALITIES, REQUIRED
 from rimnet.errors import RimnetError
-
-MODALITIES = ("phase", "t2star", "flair")
-MASKS = ("lesion_mask", "rim_mask", "rater1_mask", "rater2_mask", "anatomy", "air_mask")
-# Masks whose values are instance or class labels: integer-valued (within 1e-3) and >= 0.
-LABEL_MASKS = MASKS
-REQUIRED = ("patient_id", "site", "lesion_mask")
-LABEL_TOLERANCE = 1e-3
 
 
 class CohortError(RimnetError):

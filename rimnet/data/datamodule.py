@@ -23,14 +23,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from rimnet.data.augment import VariantSchedule, batched_variants, center, torchio_variant
+from rimnet.data.augment import VariantSchedule, batched_variants, torchio_variant
 from rimnet.data.cache import PatchCache, load_cache
+from rimnet.data.contract import center_crop, usable
 from rimnet.errors import ConfigError
-
-
-def usable(lesions: pd.DataFrame) -> pd.Series:
-    """Rows that may be trained or evaluated on: not excluded and with a consensus label."""
-    return (lesions["excluded"] == "") & (lesions["label"] >= 0)
 
 
 class EpochSampler(Sampler):
@@ -79,7 +75,7 @@ class PatchSet(Dataset):
         elif self.mode == "torchio":
             x = torchio_variant(self.patch(item), int(self.schedule.variants(np.array([item]), epoch)[0]), self.patch_size)
         else:
-            x = center(self.patch(item), self.patch_size).contiguous()
+            x = center_crop(self.patch(item), self.patch_size).contiguous()
         return x, self.labels[item], item, epoch
 
 

@@ -12,33 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-def crop_centered(volume: np.ndarray, centre: np.ndarray, size: int) -> np.ndarray:
-    """Cube of side ``size`` covering ``[c - size//2, c - size//2 + size)``, zero-filled outside."""
-    c = np.rint(centre).astype(int)
-    lo = c - size // 2
-    out = np.zeros((size,) * 3, dtype=np.float32)
-    src = tuple(slice(max(a, 0), min(a + size, n)) for a, n in zip(lo, volume.shape))
-    dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, lo))
-    if all(s.stop > s.start for s in src):
-        out[dst] = volume[src]
-    return out
-
-
-def normalise(patch: np.ndarray) -> np.ndarray:
-    """Linear map of each channel of a (C, ...) patch onto [-1, 1]; constant channels become 0."""
-    flat = patch.reshape(patch.shape[0], -1)
-    lo = flat.min(1).reshape(-1, *([1] * (patch.ndim - 1)))
-    hi = flat.max(1).reshape(-1, *([1] * (patch.ndim - 1)))
-    span = hi - lo
-    return np.where(span > 0, 2 * (patch - lo) / np.where(span > 0, span, 1) - 1, 0).astype(np.float32)
-
-
-def center_crop(patch: np.ndarray, size: int) -> np.ndarray:
-    """Central cube of side ``size`` of a (C, S, S, S) patch."""
-    off = (patch.shape[-1] - size) // 2
-    return patch[..., off : off + size, off : off + size, off : off + size]
-
+from rimnet.data.contract import center_crop
 
 # 90/180/270° about each axis: rotations in the plane of the two other axes.
 ROTATIONS: list[tuple[str, tuple[int, int], int]] = [

@@ -25,7 +25,7 @@ import torch
 
 from rimnet.data.candidates import extract_candidates
 from rimnet.data.cohort import PatientVolumes, check_patient_id, load_patient
-from rimnet.data.patches import center_crop, crop_centered, normalise
+from rimnet.data.contract import center_crop, extract_patch, lesion_id
 from rimnet.errors import OwnershipError, RimnetError
 from rimnet.inference.bundle import Bundle, BundleError
 from rimnet.io import atomic_dir, write_json
@@ -98,14 +98,14 @@ class Predictor:
         t0 = time.perf_counter()
         centres = table[["center_i", "center_j", "center_k"]].to_numpy()
         stack = [vol.images[m] for m in b.modalities]
-        patches = [center_crop(normalise(np.stack([crop_centered(img, c, b.context) for img in stack])), b.patch_size) for c in centres]
+        patches = [center_crop(extract_patch(stack, c, b.context), b.patch_size) for c in centres]
         x = torch.from_numpy(np.stack(patches)) if patches else torch.zeros((0, len(stack), b.patch_size, b.patch_size, b.patch_size))
         t["patches"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         probs = self.member_probs(x.float())
         t["model"] = time.perf_counter() - t0
         lesions = table.drop(columns=["label", "rater1", "rater2", "consensus_needed"])
-        lesions.insert(0, "lesion_id", [f"{vol.patient_id}_L{i:04d}" for i in table["lesion_index"]])
+        lesions.insert(0, "lesion_id", [lesion_id(vol.patient_id, i) for i in table["lesion_index"]])
         lesions.insert(0, "patient_id", vol.patient_id)
         lesions["prob"] = probs.mean(0) if len(table) else []
         lesions["prob_std"] = probs.std(0) if len(table) else []

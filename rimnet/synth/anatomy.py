@@ -2,7 +2,7 @@
 
 The phantom is a scaled-down brain inside a field of view (FOV) given in millimetres, so the two
 sites' voxel sizes (0.67 mm and 0.65 mm) yield different grids over the same anatomy. Label codes
-(also the data contract's codes for ``anatomy`` maps, see the README):
+(the data contract's codes for ``anatomy`` maps, :mod:`rimnet.data.contract`):
 
 ====  ======================
 code  structure
@@ -25,17 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-OUTSIDE, CSF, CORTEX, WM, VENTRICLE, DEEP_GM, BRAINSTEM, CEREBELLUM = range(8)
-LABEL_NAMES = {
-    OUTSIDE: "outside",
-    CSF: "csf",
-    CORTEX: "cortex",
-    WM: "white_matter",
-    VENTRICLE: "ventricle",
-    DEEP_GM: "deep_gm",
-    BRAINSTEM: "brainstem",
-    CEREBELLUM: "cerebellum",
-}
+from rimnet.data.contract import BRAINSTEM, CEREBELLUM, CORTEX, CSF, DEEP_GM, OUTSIDE, VENTRICLE, WM
 
 
 @dataclass
@@ -122,10 +112,3 @@ def make_anatomy(fov_mm: tuple[float, float, float], voxel_mm: float, rng: np.ra
     air &= ~head
     labels[air] = OUTSIDE
     return Anatomy(labels=labels, air=air, coords=c, voxel_mm=voxel_mm)
-
-
-def dilate_mm(mask: np.ndarray, radius_mm: float, voxel_mm: float | np.ndarray) -> np.ndarray:
-    """Dilate a mask by a physical radius (Euclidean, voxel-size aware)."""
-    if not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=voxel_mm) <= radius_mm

@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from rimnet.data.contract import MASKS, MODALITIES
 from rimnet.errors import ConfigError
 from rimnet.io import atomic_dir, atomic_path, claim_folder, fingerprint, write_json
 from rimnet.synth.phantom import SITES, make_patient
 
 SYNTH_VERSION = 3
-IMAGE_COLUMNS = ("phase", "t2star", "flair")
-MASK_COLUMNS = ("lesion_mask", "rim_mask", "rater1_mask", "rater2_mask", "anatomy", "air_mask")
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def generate_cohort(out: str | Path, scale: str = "smoke", seed: int = 0, force:
         if force or not (pdir / "lesion_mask.nii.gz").exists():
             _write_patient(pdir, patient)
         row = {"patient_id": pid, "site": site_name, "scanner": patient.scanner}
-        row.update({c: f"{pid}/{c}.nii.gz" for c in IMAGE_COLUMNS + MASK_COLUMNS})
+        row.update({c: f"{pid}/{c}.nii.gz" for c in MODALITIES + MASKS})
         rows.append(row)
         truth_rows += [{"patient_id": pid, **asdict(les)} for les in patient.lesions]
     with atomic_path(out / "truth.csv") as tmp:
