@@ -53,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "rimnet.train", "-m", f"+experiment={args.experiment}", "fold=0", f"data={args.data}", "logger=csv",
-               f"hydra.sweep.dir={tmp}/sweep", *args.extra] + ([f"data.max_epochs={args.max_epochs}"] if args.max_epochs else [])
+               f"hydra.sweep.dir={tmp}/sweep", *args.extra] + ([f"trainer.max_epochs={args.max_epochs}"] if args.max_epochs else [])
         # build cohort + cache first so the timing covers the job only
         subprocess.run(cmd[:3] + [f"+experiment={args.experiment}", f"data={args.data}", "logger=csv", "trainer.max_epochs=0",
                                   "test=false", f"hydra.run.dir={tmp}/warm"], cwd=REPO, check=True, capture_output=True,

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from rimnet import CONFIG_DIR
+from rimnet.config import CONFIG_DIR, register_resolvers
 from rimnet.errors import exit_on_error
 from rimnet.evaluation.report import write_report
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")

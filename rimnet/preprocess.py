@@ -8,19 +8,11 @@ cohort.csv -> validation -> 6-connected candidates (size rule, labels, location,
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from rimnet import CONFIG_DIR
+from rimnet.config import CONFIG_DIR, register_resolvers
 from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
-from rimnet.data.candidates import CandidateRules
 from rimnet.errors import exit_on_error
-
-
-def preprocess_config(params: DictConfig) -> PreprocessConfig:
-    """Turn the ``patches`` config node into a :class:`PreprocessConfig`."""
-    d = OmegaConf.to_container(params, resolve=True)
-    rules = CandidateRules(**d.pop("rules"))
-    return PreprocessConfig(**d, rules=rules)
 
 
 def summary(cache: PatchCache) -> str:
@@ -31,10 +23,13 @@ def summary(cache: PatchCache) -> str:
             f"{tuple(cache.meta['shape'])}; exclusions {c['excluded']}; sites found {sites}")
 
 
+register_resolvers()
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="preprocess")
 @exit_on_error
 def main(cfg: DictConfig) -> None:
-    cache = build_cache(cfg.cohort, cfg.cache_dir, preprocess_config(cfg.params), force=cfg.force, progress=cfg.progress)
+    cache = build_cache(cfg.cohort, cfg.cache_dir, PreprocessConfig.from_config(cfg.params), force=cfg.force, progress=cfg.progress)
     print(summary(cache))
 
 

@@ -13,56 +13,35 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rimnet import CONFIG_DIR
+from rimnet.config import CONFIG_DIR, register_resolvers
 from rimnet.errors import ConfigError, exit_on_error
+from rimnet.training.engine import RunSpec, write_predictions
 from rimnet.training.protocol import run_nested_job
-from rimnet.training.run import (
-    check_fold_config,
-    claim_run_folder,
-    external_ids,
-    finish_wandb,
-    make_datamodule,
-    make_module,
-    make_trainer,
-    prepare_data,
-    seed_run,
-)
+from rimnet.training.run import check_fold_config, claim_run_folder, external_ids, prepare_data
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one training job; returns the test metrics (empty when ``test=false``)."""
+    """Run one training run; returns the test metrics (empty when ``test=false``)."""
     check_fold_config(cfg)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist (resume from <run folder>/checkpoints/last.ckpt)")
-    out = claim_run_folder(cfg.paths.output_dir)
+    out = claim_run_folder(cfg.run.dir)
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
-    try:
-        cache, splits = prepare_data(cfg)
-        outer = splits["outer"][cfg.fold]
-        inner = splits["inner"][cfg.fold][cfg.inner_fold]
-        dm = make_datamodule(cfg, cache, inner["train"], inner["val"], outer["test"])
-        print(f"{cfg.experiment_name} fold {cfg.fold}: {len(dm.rows['train'])} training patches, "
-              f"{len(dm.rows['val'])} validation and {len(dm.rows['test'])} test lesions")
-        seed = seed_run(cfg, f"single-inner{cfg.inner_fold}")
-        module = make_module(cfg, out / "predictions.csv", seed=seed)
-        trainer = make_trainer(cfg, out)
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
-        metrics: dict[str, float] = {}
-        if cfg.test:
-            fast = bool(cfg.trainer.get("fast_dev_run"))
-            trainer.test(module, datamodule=dm, ckpt_path=None if fast else "best", weights_only=True)
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-            print(f"test AUROC {metrics.get('test/auroc', float('nan')):.3f}  AP {metrics.get('test/ap', float('nan')):.3f}  "
-                  f"({len(dm.rows['test'])} lesions of outer fold {cfg.fold})")
-            external = external_ids(cfg, cache)
-            if external:
-                module.predictions_path = str(out / "external_predictions.csv")
-                trainer.test(module, datamodule=make_datamodule(cfg, cache, [], [], external),
-                             ckpt_path=None if fast else "best", weights_only=True)
-        print(f"run folder: {out}")
-        return metrics
-    finally:
-        finish_wandb()
+    cache, splits = prepare_data(cfg)
+    test_sets = {"predictions": splits["outer"][cfg.fold]["test"]} if cfg.test else {}
+    if cfg.test and external_ids(cfg, cache):
+        test_sets["external_predictions"] = external_ids(cfg, cache)
+    inner = splits["inner"][cfg.fold][cfg.inner_fold]
+    spec = RunSpec(cfg, inner["train"], inner["val"], test_sets, resume=cfg.ckpt_path)
+    result = hydra.utils.instantiate(cfg.engine).run([spec], cache)[0]
+    for name, table in result.predictions.items():
+        write_predictions(out / f"{name}.csv", table)
+    if cfg.test:
+        m = result.metrics
+        print(f"test AUROC {m.get('test/auroc', float('nan')):.3f}  AP {m.get('test/ap', float('nan')):.3f}  "
+              f"({len(result.predictions['predictions'])} lesions of outer fold {cfg.fold})")
+    print(f"run folder: {out}")
+    return result.metrics
 
 
 def use_nested(cfg: DictConfig) -> bool:
@@ -78,14 +57,14 @@ def use_nested(cfg: DictConfig) -> bool:
     return cfg.protocol == "nested"
 
 
+register_resolvers()
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_error
 def main(cfg: DictConfig) -> float | None:
     if use_nested(cfg):
-        try:
-            return run_nested_job(cfg).get("test_metrics", {}).get("test/auroc")
-        finally:
-            finish_wandb()
+        return run_nested_job(cfg).get("test_metrics", {}).get("test/auroc")
     return train(cfg).get("test/auroc")
 
 

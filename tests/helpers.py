@@ -9,11 +9,14 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+from rimnet.config import CONFIG_DIR, register_resolvers
+
+CONF = CONFIG_DIR
 
 
 def compose_train(overrides: list[str], root: Path, output_dir: Path) -> DictConfig:
     """The train config with ``overrides``, data under ``root``/data and the run in ``output_dir``."""
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)

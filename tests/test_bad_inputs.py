@@ -178,14 +178,12 @@ def _splits(w: World, splits: dict) -> list[str]:
 def _run_folder(w: World, payload: bool) -> Path:
     run = w.root / "run"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "resolved_config.yaml").write_text(
-        f"experiment_name: x\nmodalities: [phase, flair]\nmodel: {json.dumps({'_target_': 'rimnet.models.RimNet', **TINY})}\n"
-        "data: {preprocess: {patch_size: 28, max_shift: 2, rules: {}}}\n")
     ckpt = run / "checkpoints" / "best-epoch000.ckpt"
     if payload:
         payload_file(ckpt, w.root / "PWNED", lambda p: {"state_dict": {"net.w": p}})
     else:
-        torch.save({"state_dict": {f"net.{k}": v for k, v in RimNet(**TINY).state_dict().items()}}, ckpt)
+        description = {"model": TINY, "modalities": ["phase", "flair"], "patch": {"patch_size": 28, "context": 32}, "rules": {}}
+        torch.save({"state_dict": {f"net.{k}": v for k, v in RimNet(**TINY).state_dict().items()}, "rimnet": description}, ckpt)
     return run
 
 

@@ -187,7 +187,8 @@ def test_operating_point_table_and_error_analyses():
 def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
     from helpers import read_offline_wandb
 
-    from rimnet.evaluation.report import CV_EXPERIMENTS, ICS_EXPERIMENT, write_report
+    from rimnet.config import cv_experiments
+    from rimnet.evaluation.report import ICS_EXPERIMENT, write_report
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -201,7 +202,7 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
     base["consensus_needed"] = base.rater1 != base.rater2
     base["location"] = np.array(list(A.LOCATIONS))[rng.integers(0, 4, n)]
     fold = (base.patient_id.str[1:].astype(int) % 4).to_numpy()
-    for e in CV_EXPERIMENTS:
+    for e in cv_experiments():
         p = base.assign(prob=np.clip(base.label * 0.4 + rng.random(n) * 0.7, 0, 1), experiment=e, fold=fold)
         for k in range(4):
             (tmp_path / "sweep" / e / f"fold{k}").mkdir(parents=True)

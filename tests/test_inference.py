@@ -25,6 +25,8 @@ def trained(tmp_path_factory):
     cfg = compose_train(["+experiment=phase_flair", "data=smoke", "logger=csv", "trainer.max_epochs=1", "+trainer.limit_train_batches=3"],
                         root, root / "run")
     train(cfg)
+    (root / "run" / "resolved_config.yaml").unlink()  # the checkpoint alone describes the run
+    assert not (root / "run" / ".hydra").exists()
     bundle = export_bundle(root / "run", root / "bundle.pt")
     splits = json.loads((root / "data" / "splits" / "smoke.json").read_text())
     cohort = read_cohort(root / "data" / "synth" / "smoke" / "cohort.csv").set_index("patient_id", drop=False)
@@ -35,6 +37,8 @@ def trained(tmp_path_factory):
 def test_bundle_round_trip(trained, tmp_path):
     b = Bundle.load(trained["bundle"])
     assert b.modalities == ["phase", "flair"] and len(b.members) == 1 and 0 <= b.threshold <= 1
+    assert b.model == {"n_modalities": 2, "widths": [8, 16, 32], "fc": [256, 128, 64], "bottleneck": 1, "patch_size": 28,
+                       "dropout": 0.0} and b.context == 32 and b.experiment == "phase_flair"
     assert "95%" in b.threshold_rule
     b.save(tmp_path / "copy.pt")
     c = Bundle.load(tmp_path / "copy.pt")

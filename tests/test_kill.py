@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["data=smoke", "logger=csv", "data.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1"]
+TINY = ["data=smoke", "logger=csv", "trainer.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1"]
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from rimnet.models import RimNet
 from rimnet.training.protocol import aggregate_schedules, ensemble_external
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["data=smoke", "logger=csv", "data.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+TINY = ["data=smoke", "logger=csv", "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
 
 
 def fake_cohort(n_per_site=(40, 32), seed=0):

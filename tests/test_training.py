@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from helpers import compose_train, read_offline_wandb
 
+from rimnet.config import cv_experiments, experiment_configs
 from rimnet.data.augment import N_VARIANTS, VariantSchedule, batched_variants, decode, torchio_variant
 from rimnet.data.datamodule import PatchDataModule
 from rimnet.models import RimNet
@@ -34,10 +35,12 @@ def root(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_experiment_configs_compose_and_instantiate(experiment, root, tmp_path):
     cfg = compose_train([f"+experiment={experiment}", "data=smoke"], root, tmp_path)
-    net = hydra.utils.instantiate(cfg.model)
-    assert net.n_modalities == EXPERIMENTS[experiment] == len(cfg.modalities)
+    module = hydra.utils.instantiate(cfg.model)
+    assert module.net.n_modalities == EXPERIMENTS[experiment] == len(cfg.modalities)
     assert cfg.modalities[0] == experiment.split("_")[0]
-    assert net(torch.zeros(2, len(cfg.modalities), 28, 28, 28)).shape == (2, 2)
+    assert module(torch.zeros(2, len(cfg.modalities), 28, 28, 28)).shape == (2, 2)
+    assert module.configure_optimizers().param_groups[0]["lr"] == cfg.schedule.rates[0]
+    assert EXPERIMENTS == {n: len(experiment_configs()[n].modalities) for n in cv_experiments()}  # read from conf/
 
 
 def test_rimnet_architecture():

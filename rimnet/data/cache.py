@@ -63,6 +63,15 @@ class PreprocessConfig:
     def context(self) -> int:
         return context_size(self.patch_size, self.max_shift)
 
+    @classmethod
+    def from_config(cls, node: Any) -> PreprocessConfig:
+        """From a ``patches`` config node (``conf/patches/paper.yaml``)."""
+        from omegaconf import OmegaConf
+
+        values = OmegaConf.to_container(node, resolve=True)
+        rules = CandidateRules(**values.pop("rules"))
+        return cls(**values, rules=rules)
+
 
 @dataclass
 class PatchCache:

@@ -96,6 +96,31 @@ def location_regions(anatomy: np.ndarray, voxel_mm: np.ndarray, rules: Candidate
     }
 
 
+def _geometry(comp: np.ndarray, com: np.ndarray, affine: np.ndarray, voxel_mm: np.ndarray) -> dict:
+    """Size and centre of mass (voxels and mm) of one component."""
+    nvox = int(comp.sum())
+    mm = affine[:3, :3] @ com + affine[:3, 3]
+    return {"n_voxels": nvox, "volume_mm3": nvox * float(np.prod(voxel_mm)), "center_i": com[0], "center_j": com[1],
+            "center_k": com[2], "center_x": mm[0], "center_y": mm[1], "center_z": mm[2]}
+
+
+def _exclusion(row: dict, sl: tuple[slice, ...], comp: np.ndarray, com: np.ndarray, rules: CandidateRules,
+               air_mask: np.ndarray | None, rim_any: np.ndarray | None) -> str:
+    """The first exclusion rule (§2.3-2.4) that applies to a candidate, or ``""``."""
+    if row["volume_mm3"] < rules.min_volume_mm3:
+        return "below_min_volume"
+    if row["n_voxels"] > rules.max_voxels:
+        return "too_large"
+    if air_mask is not None and (air_mask[sl][comp] > 0).any():
+        return "air_artefact"
+    if row["label"] == 0 and rim_any is not None:
+        half = rules.patch_size // 2
+        box = tuple(slice(max(ci - half, 0), max(ci + half, 0)) for ci in np.rint(com).astype(int))
+        if int(rim_any[box].sum()) > rules.max_rim_voxels_in_patch:
+            return "rim_plus_in_patch"
+    return ""
+
+
 def extract_candidates(
     lesion_mask: np.ndarray,
     affine: np.ndarray,
@@ -121,53 +146,24 @@ def extract_candidates(
         [[64, 64.0, '']]
     """
     voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(0))
-    voxel_vol = float(np.prod(voxel_mm))
-    labels, n = components(lesion_mask)
+    labels, _ = components(lesion_mask)
     regions = location_regions(anatomy, voxel_mm, rules) if anatomy is not None else None
     rim_any = rim_mask > 0 if rim_mask is not None else None
-    half = rules.patch_size // 2
     rows = []
     for idx, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
             continue
         comp = labels[sl] == idx
-        nvox = int(comp.sum())
         com = np.array(ndimage.center_of_mass(comp)) + [s.start for s in sl]
-        mm = affine[:3, :3] @ com + affine[:3, 3]
+        row = {"lesion_index": idx, **_geometry(comp, com, affine, voxel_mm)}
         label = _overlap_label(rim_mask, sl, comp)
-        r1 = _overlap_label(rater1_mask, sl, comp)
-        r2 = _overlap_label(rater2_mask, sl, comp)
-        excluded = ""
-        if nvox * voxel_vol < rules.min_volume_mm3:
-            excluded = "below_min_volume"
-        elif nvox > rules.max_voxels:
-            excluded = "too_large"
-        elif air_mask is not None and (air_mask[sl][comp] > 0).any():
-            excluded = "air_artefact"
-        elif label == 0 and rim_any is not None:
-            c = np.rint(com).astype(int)
-            box = tuple(slice(max(ci - half, 0), max(ci + half, 0)) for ci in c)
-            if int(rim_any[box].sum()) > rules.max_rim_voxels_in_patch:
-                excluded = "rim_plus_in_patch"
-        rows.append(
-            {
-                "lesion_index": idx,
-                "n_voxels": nvox,
-                "volume_mm3": nvox * voxel_vol,
-                "center_i": com[0],
-                "center_j": com[1],
-                "center_k": com[2],
-                "center_x": mm[0],
-                "center_y": mm[1],
-                "center_z": mm[2],
-                "label": -1 if label is None else label,
-                "rater1": -1 if r1 is None else r1,
-                "rater2": -1 if r2 is None else r2,
-                "consensus_needed": bool(r1 is not None and r2 is not None and r1 != r2),
-                "location": _location(anatomy, regions, sl, comp),
-                "excluded": excluded,
-            }
-        )
-    cols = ["lesion_index", "n_voxels", "volume_mm3", "center_i", "center_j", "center_k", "center_x", "center_y", "center_z",
-            "label", "rater1", "rater2", "consensus_needed", "location", "excluded"]
+        r1, r2 = _overlap_label(rater1_mask, sl, comp), _overlap_label(rater2_mask, sl, comp)
+        row.update({"label": -1 if label is None else label, "rater1": -1 if r1 is None else r1,
+                    "rater2": -1 if r2 is None else r2,
+                    "consensus_needed": bool(r1 is not None and r2 is not None and r1 != r2),
+                    "location": _location(anatomy, regions, sl, comp)})
+        row["excluded"] = _exclusion(row, sl, comp, com, rules, air_mask, rim_any)
+        rows.append(row)
+    cols = ["lesion_index", "n_voxels", "volume_mm3", "center_i", "center_j", "center_k", "center_x", "center_y",
+            "center_z", "label", "rater1", "rater2", "consensus_needed", "location", "excluded"]
     return pd.DataFrame(rows, columns=cols), labels

@@ -18,15 +18,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from rimnet.config import cv_experiments, experiment_configs, inter_center_experiments  # noqa: E402
 from rimnet.errors import RimnetError  # noqa: E402
-from rimnet.evaluation import analysis as A  # noqa: E402
+from rimnet.evaluation import analysis  # noqa: E402
 from rimnet.evaluation.stats import confusion_metrics, delong_ci, delong_test  # noqa: E402
 from rimnet.io import atomic_path, claim_folder, write_json  # noqa: E402
 
-CV_EXPERIMENTS = ("phase", "t2star", "flair", "phase_flair", "phase_t2star", "t2star_flair")
-ICS_EXPERIMENT = "ics_phase_flair"
-LABELS = {"phase": "Single: phase", "t2star": "Single: T2*", "flair": "Single: FLAIR", "phase_flair": "RimNet: phase + FLAIR",
-          "phase_t2star": "RimNet: phase + T2*", "t2star_flair": "RimNet: T2* + FLAIR", ICS_EXPERIMENT: "ICS RimNet: phase + FLAIR"}
+# Where Table 3's rows come from (the paper's table; the experiment list itself is conf/experiment/).
+TABLE3_SINGLE, TABLE3_RIMNET, ICS_EXPERIMENT = "phase", "phase_flair", "ics_phase_flair"
+MODALITY_NAMES = {"phase": "phase", "t2star": "T2*", "flair": "FLAIR"}
 # Barquero et al. 2020, Table 3 and §3.1 (percent; AUCs as fractions).
 PAPER_TABLE3 = {
     ("cv", "Single phase model"): [91.3, 57.6, 62.1, 95.0, 53.9, 96.3],
@@ -42,11 +42,19 @@ PAPER_AUC = {"phase": 0.913, "t2star": 0.901, "flair": 0.855, "phase_flair": 0.9
 METRICS = ["accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
 
 
+def label(experiment: str) -> str:
+    """Display name of a configuration, from its modalities: ``RimNet: phase + FLAIR``."""
+    cfg = experiment_configs()[experiment]
+    names = " + ".join(MODALITY_NAMES[m] for m in cfg.modalities)
+    kind = "Single" if len(cfg.modalities) == 1 else "RimNet"
+    return f"{'ICS ' if cfg.get('train_sites') else ''}{kind}: {names}"
+
+
 def load_predictions(sweep_dir: str | Path, n_folds: int = 4) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Predictions per configuration (CV folds concatenated; the ICS ensemble) and what is missing."""
     sweep_dir = Path(sweep_dir)
     found, missing = {}, []
-    for exp in CV_EXPERIMENTS:
+    for exp in cv_experiments():
         files = sorted((sweep_dir / exp).glob("fold*/predictions.csv"))
         if files:
             found[exp] = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True)
@@ -54,17 +62,18 @@ def load_predictions(sweep_dir: str | Path, n_folds: int = 4) -> tuple[dict[str,
                 missing.append(f"{exp}: only {len(files)} of {n_folds} folds found")
         else:
             missing.append(f"{exp}: no predictions")
-    ens = sweep_dir / ICS_EXPERIMENT / "ensemble" / "predictions.csv"
-    if ens.exists():
-        found[ICS_EXPERIMENT] = pd.read_csv(ens, keep_default_na=False)
-    else:
-        missing.append(f"{ICS_EXPERIMENT}: no ensemble predictions")
+    for exp in inter_center_experiments():
+        ens = sweep_dir / exp / "ensemble" / "predictions.csv"
+        if ens.exists():
+            found[exp] = pd.read_csv(ens, keep_default_na=False)
+        else:
+            missing.append(f"{exp}: no ensemble predictions")
     return found, missing
 
 
 def _table3_rows(pred: pd.DataFrame, name: str, section: str) -> list[dict]:
-    op = A.apply_operating_point(pred)
-    t = A.lesion_table(op)
+    op = analysis.apply_operating_point(pred)
+    t = analysis.lesion_table(op)
     names = {"model": name, "rater1": "Expert #1", "rater2": "Expert #2"}
     rows = []
     for who, r in t.iterrows():
@@ -79,7 +88,7 @@ def _table3_rows(pred: pd.DataFrame, name: str, section: str) -> list[dict]:
 def table3(preds: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Lesion-wise results at the 95 %-specificity operating point (Table 3): models, then experts."""
     models, experts = [], []
-    for exp, name in (("phase", "Single phase model"), ("phase_flair", "RimNet: phase + FLAIR")):
+    for exp, name in ((TABLE3_SINGLE, "Single phase model"), (TABLE3_RIMNET, "RimNet: phase + FLAIR")):
         if exp in preds:
             rows = _table3_rows(preds[exp], name, "cv")
             models.append(rows[0])
@@ -95,11 +104,11 @@ def _paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 def auc_table(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """AUC per configuration (mean of folds, pooled with DeLong 95 % CI) and DeLong p for every pair."""
     rows, pairs = [], []
-    exps = [e for e in CV_EXPERIMENTS if e in preds]
+    exps = [e for e in cv_experiments() if e in preds]
     for e in exps:
-        mc = A.mean_curves(preds[e])
+        mc = analysis.mean_curves(preds[e])
         lo, auc, hi = delong_ci(preds[e]["label"], preds[e]["prob"])
-        rows.append({"configuration": LABELS[e], "experiment": e, "auc_mean_folds": mc.auc, "auc_pooled": auc, "ci_low": lo,
+        rows.append({"configuration": label(e), "experiment": e, "auc_mean_folds": mc.auc, "auc_pooled": auc, "ci_low": lo,
                      "ci_high": hi, "ap_mean_folds": mc.ap, "paper_auc": PAPER_AUC.get(e)})
     for a, b in itertools.combinations(exps, 2):
         m = _paired(preds[a], preds[b])
@@ -134,30 +143,30 @@ def table3_markdown(t3: pd.DataFrame) -> str:
 
 def figure5(preds: dict[str, pd.DataFrame], path: Path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.8))
-    for e in [e for e in CV_EXPERIMENTS if e in preds]:
-        mc = A.mean_curves(preds[e])
-        ax[0].step(mc.grid, mc.tpr, where="post", label=f"{LABELS[e]} (AUC {mc.auc:.3f})")
-        ax[1].step(mc.grid, mc.precision, where="post", label=f"{LABELS[e]} (AP {mc.ap:.3f})")
+    for e in [e for e in cv_experiments() if e in preds]:
+        mc = analysis.mean_curves(preds[e])
+        ax[0].step(mc.grid, mc.tpr, where="post", label=f"{label(e)} (AUC {mc.auc:.3f})")
+        ax[1].step(mc.grid, mc.precision, where="post", label=f"{label(e)} (AP {mc.ap:.3f})")
     _finish_curves(ax, "Fig. 5: mean ROC and PR over the test folds")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
 def figure6(preds: dict[str, pd.DataFrame], path: Path) -> dict | None:
-    if ICS_EXPERIMENT not in preds or "phase_flair" not in preds:
+    if ICS_EXPERIMENT not in preds or TABLE3_RIMNET not in preds:
         return None
     ics = preds[ICS_EXPERIMENT]
-    cv = preds["phase_flair"][preds["phase_flair"]["lesion_id"].isin(ics["lesion_id"])]
+    cv = preds[TABLE3_RIMNET][preds[TABLE3_RIMNET]["lesion_id"].isin(ics["lesion_id"])]
     m = _paired(ics, cv)
     test = delong_test(m["label"], m["prob_a"], m["prob_b"]) if m["label"].nunique() == 2 else None
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.8))
     for name, p in (("ICS: trained on Basel, ensemble", ics), ("CV: trained on both centres", cv)):
         if p["label"].nunique() < 2:
             continue
-        g = A.GRID
-        auc = A.mean_curves(p.assign(fold=0)).auc
-        ax[0].step(g, A.roc_on_grid(p["label"], p["prob"]), where="post", label=f"{name} (AUC {auc:.3f})")
-        ax[1].step(g, A.pr_on_grid(p["label"], p["prob"]), where="post", label=name)
+        g = analysis.GRID
+        auc = analysis.mean_curves(p.assign(fold=0)).auc
+        ax[0].step(g, analysis.roc_on_grid(p["label"], p["prob"]), where="post", label=f"{name} (AUC {auc:.3f})")
+        ax[1].step(g, analysis.pr_on_grid(p["label"], p["prob"]), where="post", label=name)
     title = "Fig. 6: RimNet on Lausanne lesions" + (f" (DeLong P = {test.p_value:.3f})" if test else "")
     _finish_curves(ax, title)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -238,17 +247,17 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = F
     save_csv(aucs, "auc.csv")
     save_csv(pairs, "delong_pairs.csv")
     pw, counts = {}, {}
-    for section, exp in (("cross-validation", "phase_flair"), ("inter-center", ICS_EXPERIMENT)):
+    for section, exp in (("cross-validation", TABLE3_RIMNET), ("inter-center", ICS_EXPERIMENT)):
         if exp in preds:
-            op = A.apply_operating_point(preds[exp])
-            counts[section] = A.patient_counts(op)
-            pw[section] = A.patient_wise(counts[section])
+            op = analysis.apply_operating_point(preds[exp])
+            counts[section] = analysis.patient_counts(op)
+            pw[section] = analysis.patient_wise(counts[section])
             save_csv(counts[section].reset_index(), f"patient_counts_{exp}.csv")
             save_csv(pw[section], f"patient_wise_{exp}.csv")
             if "consensus_needed" in op:
-                save_csv(A.consensus_error_analysis(op), f"error_consensus_{exp}.csv")
+                save_csv(analysis.consensus_error_analysis(op), f"error_consensus_{exp}.csv")
             if "location" in op and (op["location"] != "").any():
-                save_csv(A.location_analysis(op), f"location_{exp}.csv")
+                save_csv(analysis.location_analysis(op), f"location_{exp}.csv")
     if aucs.shape[0]:
         figure5(preds, out / "fig5_roc_pr.png")
         files["fig5_roc_pr.png"] = out / "fig5_roc_pr.png"

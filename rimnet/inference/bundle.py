@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 
 from rimnet import __version__
 from rimnet.data.candidates import CandidateRules
@@ -23,6 +22,7 @@ from rimnet.errors import RimnetError, UnsafeFileError
 from rimnet.evaluation.stats import threshold_at_specificity
 from rimnet.io import atomic_path, safe_load
 from rimnet.models import RimNet
+from rimnet.training.module import CHECKPOINT_KEY
 
 BUNDLE_FORMAT = "rimnet-bundle"
 BUNDLE_VERSION = 1
@@ -114,11 +114,27 @@ class Bundle:
                    rules=dict(obj["rules"]), experiment=obj.get("experiment", ""), rimnet_version=obj.get("rimnet_version", ""))
 
 
-def _net_state(ckpt: Path) -> dict:
+def _read_checkpoint(ckpt: Path) -> tuple[dict, dict]:
+    """(the run's description for inference, the network's state dict) of a rimnet checkpoint."""
     obj = _load(ckpt, "checkpoint")
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         raise BundleError(f"checkpoint {ckpt} has no state_dict: not a Lightning checkpoint of rimnet")
-    return {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+    description = obj.get(CHECKPOINT_KEY)
+    if not isinstance(description, dict) or not {"model", "modalities", "patch", "rules"} <= set(description):
+        raise BundleError(f"checkpoint {ckpt} does not describe its run for inference (written by an older rimnet): "
+                          "train it again with this version")
+    state = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+    return description, state
+
+
+def _same_run_kind(descriptions: list[dict], ckpts: list[Path]) -> dict:
+    """The members of an ensemble must share network, modalities, patch and candidate rules."""
+    keys = ("model", "modalities", "patch", "rules")
+    for desc, ckpt in zip(descriptions[1:], ckpts[1:]):
+        differ = [k for k in keys if desc[k] != descriptions[0][k]]
+        if differ:
+            raise BundleError(f"checkpoint {ckpt} differs from {ckpts[0]} in {differ}: not one experiment's fold models")
+    return descriptions[0]
 
 
 def _fold_threshold(pred_files: list[Path], specificity: float) -> tuple[float, str]:
@@ -146,20 +162,18 @@ def export_bundle(source: str | Path, out: str | Path, specificity: float = 0.95
     if fold_dirs:
         ckpts = [d / "final" / "checkpoints" / "last.ckpt" for d in fold_dirs]
         preds = [d / "predictions.csv" for d in fold_dirs if (d / "predictions.csv").exists()]
-        cfg = OmegaConf.load(fold_dirs[0] / "resolved_config.yaml")
-    elif (source / "resolved_config.yaml").exists():
+    elif (source / "checkpoints").is_dir():
         best = sorted((source / "checkpoints").glob("best-*.ckpt")) or sorted((source / "checkpoints").glob("last.ckpt"))
         if not best:
             raise BundleError(f"{source} has no checkpoint under checkpoints/")
         ckpts, preds = best[-1:], [source / "predictions.csv"] if (source / "predictions.csv").exists() else []
-        cfg = OmegaConf.load(source / "resolved_config.yaml")
     else:
-        raise BundleError(f"{source} is neither a training run folder nor a CV experiment folder (fold*/final/checkpoints/last.ckpt)")
+        raise BundleError(f"{source} is neither a training run folder (checkpoints/) nor a CV experiment folder "
+                          "(fold*/final/checkpoints/last.ckpt)")
+    read = [_read_checkpoint(c) for c in ckpts]
+    run = _same_run_kind([d for d, _ in read], ckpts)
     threshold, rule = _fold_threshold(preds, specificity)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("_target_", None)
-    pre = OmegaConf.to_container(cfg.data.preprocess, resolve=True)
-    bundle = Bundle(modalities=list(cfg.modalities), model=model, members=[_net_state(c) for c in ckpts], threshold=threshold,
-                    threshold_rule=rule, patch_size=pre["patch_size"], context=pre["patch_size"] + 2 * pre["max_shift"], rules=pre["rules"],
-                    experiment=str(cfg.experiment_name))
+    bundle = Bundle(modalities=list(run["modalities"]), model=dict(run["model"]), members=[state for _, state in read],
+                    threshold=threshold, threshold_rule=rule, patch_size=run["patch"]["patch_size"],
+                    context=run["patch"]["context"], rules=dict(run["rules"]), experiment=str(run.get("experiment", "")))
     return bundle.save(out)

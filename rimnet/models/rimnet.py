@@ -62,6 +62,9 @@ class RimNet(nn.Module):
         if n_modalities not in (1, 2):
             raise ConfigError(f"RimNet takes 1 or 2 modalities, got {n_modalities}")
         self.n_modalities = n_modalities
+        # What rebuilds this network (plain values: checkpoints and bundles carry it).
+        self.config = {"n_modalities": n_modalities, "widths": [int(w) for w in widths], "fc": [int(h) for h in fc],
+                       "bottleneck": int(bottleneck), "patch_size": int(patch_size), "dropout": float(dropout)}
         self.main = Branch(widths, bottleneck, fusion_channels=widths[0] if n_modalities == 2 else 0)
         self.second = Branch(widths, bottleneck) if n_modalities == 2 else None
         side = patch_size // 8

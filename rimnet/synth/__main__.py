@@ -7,9 +7,11 @@ Writes ``<out>/cohort.csv`` (the data contract), one folder of NIfTI files per p
 import hydra
 from omegaconf import DictConfig
 
-from rimnet import CONFIG_DIR
+from rimnet.config import CONFIG_DIR, register_resolvers
 from rimnet.errors import exit_on_error
 from rimnet.synth.cohort import generate_cohort
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="synth")

@@ -155,31 +155,54 @@ def _lesion_mask(
     return box, mask, rad
 
 
-def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_scale: float, rng: np.random.Generator,
-                 min_rim: int = 0) -> Patient:
-    """Generate one patient of ``site``; ``lesion_scale`` scales the lesion counts (1.0 = paper)."""
+@dataclass
+class _LesionMaps:
+    """What placing the lesions paints: true instances, susceptibility, relative T2* and FLAIR
+    changes, occupied voxels, and the veins to draw (segment ends in mm and radius)."""
+
+    lesion_id: np.ndarray
+    chi: np.ndarray
+    t2s_mod: np.ndarray
+    flair_mod: np.ndarray
+    occupied: np.ndarray
+    veins: list[tuple[np.ndarray, np.ndarray, float]]
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...]) -> _LesionMaps:
+        zeros = np.zeros(shape, np.float32)
+        return cls(np.zeros(shape, np.int16), zeros.copy(), zeros.copy(), zeros.copy(), np.zeros(shape, bool), [])
+
+
+def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_scale: float,
+                 rng: np.random.Generator, min_rim: int = 0) -> Patient:
+    """Generate one patient of ``site``; ``lesion_scale`` scales the lesion counts (1.0 = paper).
+
+    Steps: anatomy → lesions (rim+ with paramagnetic shells, rim- with look-alike veins) → veins →
+    susceptibility and the filtered phase → T2* magnitude and FLAIR → the annotation process.
+    """
     v = site.voxel_mm
     anat = A.make_anatomy(fov_mm, v, rng)
-    shape = anat.labels.shape
-    lab = anat.labels
-    brain = anat.brain
     regions = _region_maps(anat)
-    wobble = smooth_noise(shape, 2.0 / v, rng)
+    wobble = smooth_noise(anat.labels.shape, 2.0 / v, rng)
+    maps, lesions = _place_lesions(site, anat, regions, wobble, lesion_scale, rng, min_rim)
+    vein_mask = _vein_mask(anat, maps.veins, rng)
+    chi, field_ppm, phase = _phase_image(site, anat, maps.chi, vein_mask, rng)
+    t2s, flair = _magnitude_images(site, anat, maps, vein_mask, field_ppm, rng)
+    masks = _annotations(anat, maps.lesion_id, lesions, chi, rng)
+    images = {"phase": phase.astype(np.float32), "t2star": t2s, "flair": flair}
+    scanner = site.scanners[int(rng.integers(len(site.scanners)))]
+    return Patient(images=images, masks=masks, voxel_mm=v, scanner=scanner, lesions=lesions)
 
-    # --- ground-truth lesion list --------------------------------------------------------------
+
+def _place_lesions(site: SiteProfile, anat: A.Anatomy, regions: dict[str, np.ndarray], wobble: np.ndarray,
+                   lesion_scale: float, rng: np.random.Generator, min_rim: int) -> tuple[_LesionMaps, list[LesionTruth]]:
+    """The ground-truth lesion list, painted into :class:`_LesionMaps`."""
     n_rim = draw_rim_count(site, rng, lesion_scale, min_rim)
     n_neg = int(rng.poisson(48.0 * lesion_scale))  # ~39 kept after the size rule, merging and exclusions
     kinds = [True] * n_rim + [False] * n_neg
     order = rng.permutation(len(kinds))  # interleave so large rim+ lesions do not always come first
-
-    lesion_id = np.zeros(shape, np.int16)  # true lesion instances (before segmentation errors)
-    chi = np.zeros(shape, np.float32)
-    t2s_mod = np.zeros(shape, np.float32)  # relative T2* change
-    flair_mod = np.zeros(shape, np.float32)
+    maps = _LesionMaps.empty(anat.labels.shape)
     lesions: list[LesionTruth] = []
-    occupied = np.zeros(shape, bool)
-    veins: list[tuple[np.ndarray, np.ndarray, float]] = []
-
     for idx in order:
         rim = kinds[idx]
         names = list(REGION_WEIGHTS[rim])
@@ -188,74 +211,94 @@ def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_s
         if candidates.size == 0:
             continue
         vol = _draw_volume(rng, rim)
-        confluent = (not rim) and lesions and rng.random() < 0.05
-        for _attempt in range(12):
-            if confluent:
-                other = lesions[rng.integers(len(lesions))]
-                if other.rim:
-                    continue
-                r_other = (3 * other.volume_mm3 / (4 * np.pi)) ** (1 / 3)
-                direction = rng.standard_normal(3)
-                centre = np.array(other.centre_mm) + direction / np.linalg.norm(direction) * r_other * 1.1
-            else:
-                centre = anat.coords.reshape(3, -1)[:, rng.choice(candidates)] + rng.uniform(-0.3, 0.3, 3)
-            drawn = _lesion_mask(anat, centre, vol, rng, wobble)
-            if drawn is None:
-                continue
-            box, mask, rad = drawn
-            inside = lab[box][mask]
-            if np.mean((inside >= A.CORTEX) & (inside != A.VENTRICLE)) < 0.9:
-                continue
-            guard = ndimage.binary_dilation(mask, iterations=2 if rim else 1)
-            if not confluent and occupied[box][guard].any():
-                continue
-            if confluent and (lesion_id[box][mask] > 0).mean() > 0.5:
-                continue
-            break
-        else:
+        placed = _find_place(anat, maps, lesions, candidates, vol, rim, wobble, rng)
+        if placed is None:
             continue
+        centre, box, mask, rad = placed
         k = len(lesions) + 1
-        sub = lesion_id[box]
+        sub = maps.lesion_id[box]
         sub[mask & (sub == 0)] = k
-        occupied[box] |= mask
-        truth = LesionTruth(k, rim, float(mask.sum() * v**3), tuple(float(x) for x in centre), region=region)
-        # Lesion tissue: demyelination (less diamagnetic myelin), longer T2*, FLAIR hyperintensity.
-        core = mask.astype(np.float32)
-        chi[box] += 0.012 * core * rng.uniform(0.3, 1.0)
-        t2s_mod[box] += core * rng.uniform(0.15, 0.35)
-        flair_mod[box] = np.maximum(flair_mod[box], core * rng.uniform(0.55, 0.95) * (1.1 if rim else 1.0))
-        if rim:
-            strength, coverage = draw_rim(rng)
-            shell = (rad > 0.7) & (rad < 1.12)
-            if coverage < 1.0:
-                c = anat.coords[(slice(None),) + box] - centre.reshape(3, 1, 1, 1)
-                u = rng.standard_normal(3)
-                u /= np.linalg.norm(u)
-                cosang = np.tensordot(u, c, axes=(0, 0)) / (np.sqrt((c**2).sum(0)) + 1e-6)
-                shell &= cosang > 1 - 2 * coverage
-            chi[box] += strength * shell
-            t2s_mod[box] -= shell * strength * 2.0
-            truth.rim_strength_ppm, truth.rim_coverage = strength, coverage
-        else:
-            if rng.random() < 0.10:  # diffusely paramagnetic rim- lesion (iron without a rim)
-                chi[box] += core * rng.uniform(0.02, 0.05)
-            if rng.random() < 0.25:  # rim-like artefact: a vein running along the lesion edge
-                r_eq = (3 * vol / (4 * np.pi)) ** (1 / 3)
-                n = rng.standard_normal(3)
-                n /= np.linalg.norm(n)
-                t = np.cross(n, rng.standard_normal(3))
-                t /= np.linalg.norm(t)
-                p = centre + n * (r_eq + 0.6)
-                veins.append((p - t * 2.5 * r_eq, p + t * 2.5 * r_eq, rng.uniform(0.35, 0.6)))
-                truth.vein_artefact = True
-        if rng.random() < 0.4:  # central vein sign, common to both classes
-            axis = rng.standard_normal(3)
-            axis /= np.linalg.norm(axis)
-            veins.append((centre - axis * 6.0, centre + axis * 6.0, rng.uniform(0.25, 0.4)))
+        maps.occupied[box] |= mask
+        truth = LesionTruth(k, rim, float(mask.sum() * site.voxel_mm**3), tuple(float(x) for x in centre), region=region)
+        _paint_lesion(anat, maps, truth, centre, box, mask, rad, vol, rng)
         lesions.append(truth)
+    return maps, lesions
 
-    # Medullary veins crossing the white matter.
-    wm_pts = np.flatnonzero(lab == A.WM)
+
+def _find_place(anat: A.Anatomy, maps: _LesionMaps, lesions: list[LesionTruth], candidates: np.ndarray, vol: float,
+                rim: bool, wobble: np.ndarray, rng: np.random.Generator) -> tuple | None:
+    """(centre, box, mask, normalised radius) of a new lesion in tissue, or None after 12 tries.
+    A few rim- lesions are drawn confluent with an earlier rim- lesion."""
+    confluent = (not rim) and lesions and rng.random() < 0.05
+    for _attempt in range(12):
+        if confluent:
+            other = lesions[rng.integers(len(lesions))]
+            if other.rim:
+                continue
+            r_other = (3 * other.volume_mm3 / (4 * np.pi)) ** (1 / 3)
+            direction = rng.standard_normal(3)
+            centre = np.array(other.centre_mm) + direction / np.linalg.norm(direction) * r_other * 1.1
+        else:
+            centre = anat.coords.reshape(3, -1)[:, rng.choice(candidates)] + rng.uniform(-0.3, 0.3, 3)
+        drawn = _lesion_mask(anat, centre, vol, rng, wobble)
+        if drawn is None:
+            continue
+        box, mask, rad = drawn
+        inside = anat.labels[box][mask]
+        if np.mean((inside >= A.CORTEX) & (inside != A.VENTRICLE)) < 0.9:
+            continue
+        guard = ndimage.binary_dilation(mask, iterations=2 if rim else 1)
+        if not confluent and maps.occupied[box][guard].any():
+            continue
+        if confluent and (maps.lesion_id[box][mask] > 0).mean() > 0.5:
+            continue
+        return centre, box, mask, rad
+    return None
+
+
+def _paint_lesion(anat: A.Anatomy, maps: _LesionMaps, truth: LesionTruth, centre: np.ndarray, box: tuple,
+                  mask: np.ndarray, rad: np.ndarray, vol: float, rng: np.random.Generator) -> None:
+    """Lesion tissue (demyelination: less diamagnetic myelin, longer T2*, FLAIR hyperintensity),
+    then a paramagnetic rim (rim+) or an iron-laden core or a vein along the edge (rim-), and
+    sometimes a central vein."""
+    core = mask.astype(np.float32)
+    maps.chi[box] += 0.012 * core * rng.uniform(0.3, 1.0)
+    maps.t2s_mod[box] += core * rng.uniform(0.15, 0.35)
+    maps.flair_mod[box] = np.maximum(maps.flair_mod[box], core * rng.uniform(0.55, 0.95) * (1.1 if truth.rim else 1.0))
+    if truth.rim:
+        strength, coverage = draw_rim(rng)
+        shell = (rad > 0.7) & (rad < 1.12)
+        if coverage < 1.0:
+            c = anat.coords[(slice(None),) + box] - centre.reshape(3, 1, 1, 1)
+            u = rng.standard_normal(3)
+            u /= np.linalg.norm(u)
+            cosang = np.tensordot(u, c, axes=(0, 0)) / (np.sqrt((c**2).sum(0)) + 1e-6)
+            shell &= cosang > 1 - 2 * coverage
+        maps.chi[box] += strength * shell
+        maps.t2s_mod[box] -= shell * strength * 2.0
+        truth.rim_strength_ppm, truth.rim_coverage = strength, coverage
+    else:
+        if rng.random() < 0.10:  # diffusely paramagnetic rim- lesion (iron without a rim)
+            maps.chi[box] += core * rng.uniform(0.02, 0.05)
+        if rng.random() < 0.25:  # rim-like artefact: a vein running along the lesion edge
+            r_eq = (3 * vol / (4 * np.pi)) ** (1 / 3)
+            n = rng.standard_normal(3)
+            n /= np.linalg.norm(n)
+            t = np.cross(n, rng.standard_normal(3))
+            t /= np.linalg.norm(t)
+            p = centre + n * (r_eq + 0.6)
+            maps.veins.append((p - t * 2.5 * r_eq, p + t * 2.5 * r_eq, rng.uniform(0.35, 0.6)))
+            truth.vein_artefact = True
+    if rng.random() < 0.4:  # central vein sign, common to both classes
+        axis = rng.standard_normal(3)
+        axis /= np.linalg.norm(axis)
+        maps.veins.append((centre - axis * 6.0, centre + axis * 6.0, rng.uniform(0.25, 0.4)))
+
+
+def _vein_mask(anat: A.Anatomy, veins: list, rng: np.random.Generator) -> np.ndarray:
+    """The lesions' veins plus medullary veins crossing the white matter, rasterised in the brain."""
+    v, shape = anat.voxel_mm, anat.labels.shape
+    wm_pts = np.flatnonzero(anat.labels == A.WM)
     for _ in range(int(rng.integers(8, 14))):
         p0 = anat.coords.reshape(3, -1)[:, rng.choice(wm_pts)]
         d = rng.standard_normal(3)
@@ -266,11 +309,20 @@ def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_s
         box = _box(centre_vox, int(np.linalg.norm(p1 - p0) / 2 / v + radius / v) + 2, shape)
         if box is not None:
             vein_mask[box] |= _segment_distance(anat.coords[(slice(None),) + box], p0, p1) < radius
-    vein_mask &= brain
+    return vein_mask & anat.brain
 
-    # --- susceptibility and images ------------------------------------------------------------
-    tissue_chi = {A.CORTEX: 0.02, A.WM: -0.03, A.VENTRICLE: 0.0, A.DEEP_GM: 0.07, A.BRAINSTEM: -0.02, A.CEREBELLUM: 0.01}
-    for code, val in tissue_chi.items():
+
+TISSUE_CHI = {A.CORTEX: 0.02, A.WM: -0.03, A.VENTRICLE: 0.0, A.DEEP_GM: 0.07, A.BRAINSTEM: -0.02, A.CEREBELLUM: 0.01}
+BASE_T2S = {A.CSF: 1.0, A.CORTEX: 0.72, A.WM: 0.58, A.VENTRICLE: 1.0, A.DEEP_GM: 0.48, A.BRAINSTEM: 0.55, A.CEREBELLUM: 0.66}
+BASE_FLAIR = {A.CSF: 0.08, A.CORTEX: 0.62, A.WM: 0.48, A.VENTRICLE: 0.06, A.DEEP_GM: 0.55, A.BRAINSTEM: 0.5,
+              A.CEREBELLUM: 0.6}
+
+
+def _phase_image(site: SiteProfile, anat: A.Anatomy, chi: np.ndarray, vein_mask: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Susceptibility (ppm) → field (dipole model) → high-pass filtered phase with noise."""
+    v, shape, lab, brain = anat.voxel_mm, anat.labels.shape, anat.labels, anat.brain
+    for code, val in TISSUE_CHI.items():
         chi[lab == code] += val
     chi[vein_mask] += 0.35
     chi[anat.air] += 9.2  # air relative to tissue
@@ -280,39 +332,44 @@ def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_s
     phase = np.clip(phase, -np.pi * 3, np.pi * 3)
     phase += rng.normal(0, site.phase_noise_rad, shape).astype(np.float32) * brain
     phase += rng.normal(0, 1.5, shape).astype(np.float32) * ~brain  # phase of noise outside the brain
+    return chi, field_ppm, phase
 
-    base_t2s = {A.CSF: 1.0, A.CORTEX: 0.72, A.WM: 0.58, A.VENTRICLE: 1.0, A.DEEP_GM: 0.48, A.BRAINSTEM: 0.55, A.CEREBELLUM: 0.66}
-    base_flair = {A.CSF: 0.08, A.CORTEX: 0.62, A.WM: 0.48, A.VENTRICLE: 0.06, A.DEEP_GM: 0.55, A.BRAINSTEM: 0.5, A.CEREBELLUM: 0.6}
+
+def _magnitude_images(site: SiteProfile, anat: A.Anatomy, maps: _LesionMaps, vein_mask: np.ndarray,
+                      field_ppm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """T2* magnitude and FLAIR: tissue contrast, lesion changes, bias field, noise."""
+    v, shape, lab = anat.voxel_mm, anat.labels.shape, anat.labels
     t2s = np.zeros(shape, np.float32)
     flair = np.zeros(shape, np.float32)
-    for code in base_t2s:
-        t2s[lab == code] = base_t2s[code]
-        flair[lab == code] = base_flair[code]
+    for code in BASE_T2S:
+        t2s[lab == code] = BASE_T2S[code]
+        flair[lab == code] = BASE_FLAIR[code]
     bias = 1.0 + 0.08 * smooth_noise(shape, 30.0 / v, rng)
     # Signal decays near air (intravoxel dephasing) and in veins.
     dephase = np.exp(-np.abs(ndimage.gaussian_filter(field_ppm, 1.0)) * 1.5 * anat.air.any())
-    t2s = (t2s * (1 + site.t2star_gain * t2s_mod) * np.where(vein_mask, 0.45, 1.0) * dephase) * bias
+    t2s = (t2s * (1 + site.t2star_gain * maps.t2s_mod) * np.where(vein_mask, 0.45, 1.0) * dephase) * bias
     t2s = np.abs(t2s + rng.normal(0, 1 / site.t2star_snr, shape)).astype(np.float32)
-    flair = flair + site.flair_gain * flair_mod * (lab >= A.CORTEX)
+    flair = flair + site.flair_gain * maps.flair_mod * (lab >= A.CORTEX)
     flair = ndimage.gaussian_filter(flair, 0.6 / v) * bias  # FLAIR is acquired at 1 mm
     flair = np.abs(flair + rng.normal(0, 1 / site.flair_snr, shape)).astype(np.float32)
+    return t2s, flair
 
-    # --- annotation process (§2.3) --------------------------------------------------------------
+
+def _annotations(anat: A.Anatomy, lesion_id: np.ndarray, lesions: list[LesionTruth], chi: np.ndarray,
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The annotation process of §2.3: automated segmentation, two raters, consensus, anatomy, air."""
     seg = _automated_segmentation(lesion_id, lesions, anat, rng)
     reported, consensus = simulate_raters(lesions, rng)
     raters = [_instances(lesion_id, said) for said in reported]
     # Lesions no rater saw are rim- by consensus: the truth table keeps the pathology separately.
-    masks = {
+    return {
         "lesion_mask": seg,
         "rim_mask": _instances(lesion_id, consensus),
         "rater1_mask": raters[0],
         "rater2_mask": raters[1],
-        "anatomy": lab.astype(np.uint8),
-        "air_mask": _air_artefact_mask(chi, anat, v),
+        "anatomy": anat.labels.astype(np.uint8),
+        "air_mask": _air_artefact_mask(chi, anat, anat.voxel_mm),
     }
-    images = {"phase": phase.astype(np.float32), "t2star": t2s, "flair": flair}
-    scanner = site.scanners[int(rng.integers(len(site.scanners)))]
-    return Patient(images=images, masks=masks, voxel_mm=v, scanner=scanner, lesions=lesions)
 
 
 def simulate_raters(lesions: list[LesionTruth], rng: np.random.Generator) -> tuple[list[set[int]], set[int]]:

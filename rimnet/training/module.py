@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import pandas as pd
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -13,60 +13,61 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryAveragePrecision
 
-from rimnet.io import atomic_path
-
-# Lesion-table columns copied into every prediction row (evaluation needs the raters and location).
-PREDICTION_COLUMNS = ["lesion_id", "patient_id", "site", "label", "rater1", "rater2", "consensus_needed", "location", "volume_mm3",
-                      "center_i", "center_j", "center_k"]
+CHECKPOINT_KEY = "rimnet"  # the checkpoint entry that describes the run for inference
 
 
 class RimNetModule(pl.LightningModule):
     """Softmax cross-entropy + Adam over a RimNet; logs loss, AUROC, AP and accuracy per stage.
 
+    The module reads no data table and writes no file: a test pass collects, per lesion, the
+    batch item index and the rim+ probability (:meth:`test_outputs`), and the training routine
+    turns them into ``predictions.csv``.
+
     Args:
         net: the network (a :class:`rimnet.models.RimNet`).
-        lr: initial learning rate (the staircase callback sets the rate every epoch).
+        optimizer: a partial optimizer taking the parameters (Adam at the first rate by default;
+            the staircase callback sets the rate every epoch).
         class_weights: ``None`` (plain CE, the paper's choice after offline rebalancing to ~1:1),
-            ``"balanced"`` (inverse class frequency of the training set, as the authors' code did) or
-            two explicit weights for (rim-, rim+).
-        experiment / fold: written into every prediction row.
-        predictions_path: where the test step writes one row per lesion (``None``: not written); an
-            attribute, so one module can test several sets into several files.
+            ``"balanced"`` (inverse class frequency of the training set, see
+            :meth:`balance_classes`; the authors' code) or two weights for (rim-, rim+).
         channels_last: convert the network to channels-last-3d memory format.
         seed: the run's seed; when set, every training epoch reseeds the random generators from
             (seed, epoch), so a run resumed from its last epoch draws what an uninterrupted one did.
+        inference: what inference needs besides the weights (modalities, patch and candidate
+            rules, version), stored in every checkpoint under ``"rimnet"`` with the network's
+            keyword arguments; plain values, so the checkpoint loads with ``weights_only=True``.
 
     Example:
         >>> from rimnet.models import RimNet
         >>> module = RimNetModule(RimNet(2, widths=(8, 16, 32)))
     """
 
-    def __init__(self, net: nn.Module, lr: float = 1e-4, class_weights: str | Sequence[float] | None = None,
-                 experiment: str = "", fold: int | str = "", predictions_path: str | None = None, channels_last: bool = False,
-                 seed: int | None = None) -> None:
+    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 class_weights: str | Sequence[float] | None = None, channels_last: bool = False,
+                 seed: int | None = None, inference: dict | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "predictions_path"])
-        self.predictions_path = predictions_path
+        self.save_hyperparameters(ignore=["net", "optimizer", "inference"])
+        self.optimizer = optimizer
+        self.inference = dict(inference or {})
         self.net = net.to(memory_format=torch.channels_last_3d) if channels_last else net
-        self.register_buffer("ce_weight", torch.ones(2), persistent=False)
+        weights = torch.ones(2) if class_weights in (None, "balanced") else torch.as_tensor(list(class_weights))
+        self.register_buffer("ce_weight", weights.float(), persistent=False)
         metrics = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision(), "acc": BinaryAccuracy()})
         self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
-        self._test_rows: list[pd.DataFrame] = []
+        self._test_items: list[torch.Tensor] = []
+        self._test_probs: list[torch.Tensor] = []
         self._updated: set[str] = set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def setup(self, stage: str) -> None:
-        cw = self.hparams.class_weights
-        if cw is None:
+    def balance_classes(self, labels: Sequence[int]) -> None:
+        """``class_weights="balanced"``: weight each class by the inverse of its training frequency."""
+        if self.hparams.class_weights != "balanced":
             return
-        if cw == "balanced":
-            labels = self.trainer.datamodule.table("train")["label"]
-            counts = torch.tensor([(labels == 0).sum(), (labels == 1).sum()], dtype=torch.float).clamp(min=1)
-            self.ce_weight = counts.sum() / (2 * counts)
-        else:
-            self.ce_weight = torch.as_tensor(list(cw), dtype=torch.float)
+        labels = np.asarray(labels)
+        counts = torch.tensor([(labels == 0).sum(), (labels == 1).sum()], dtype=torch.float).clamp(min=1)
+        self.ce_weight = counts.sum() / (2 * counts)
 
     def _step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = batch
@@ -86,10 +87,8 @@ class RimNetModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         _, prob = self._step(batch, "test")
-        rows = self._test_table.iloc[batch[2].cpu().numpy()].reset_index(drop=True)
-        rows.insert(4, "prob", prob.float().cpu().numpy())
-        rows["experiment"], rows["fold"] = self.hparams.experiment, self.hparams.fold
-        self._test_rows.append(rows)
+        self._test_items.append(batch[2].detach().cpu())
+        self._test_probs.append(prob.detach().float().cpu())
 
     def _epoch_end(self, stage: str) -> None:
         m = self.metrics[f"{stage}_metrics"]
@@ -109,20 +108,21 @@ class RimNetModule(pl.LightningModule):
         self._epoch_end("val")
 
     def on_test_epoch_start(self) -> None:
-        self._test_rows = []
-        table = self.trainer.datamodule.table("test")
-        self._test_table = table[[c for c in PREDICTION_COLUMNS if c in table.columns]]
+        self._test_items, self._test_probs = [], []
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
-        if self.predictions_path and self._test_rows:
-            path = Path(self.predictions_path)
-            with atomic_path(path) as tmp:
-                pd.concat(self._test_rows, ignore_index=True).to_csv(tmp, index=False)
 
-    def test_predictions(self) -> pd.DataFrame:
-        """Rows collected by the last test run."""
-        return pd.concat(self._test_rows, ignore_index=True) if self._test_rows else pd.DataFrame()
+    def test_outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices into the test set, rim+ probabilities) of the last test pass, in order."""
+        if not self._test_items:
+            return np.zeros(0, int), np.zeros(0, np.float32)
+        return torch.cat(self._test_items).numpy(), torch.cat(self._test_probs).numpy()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {**self.inference, "model": dict(getattr(self.net, "config", {}))}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        if self.optimizer is None:
+            return torch.optim.Adam(self.parameters(), lr=1e-4)
+        return self.optimizer(self.parameters())

@@ -25,36 +25,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from rimnet.errors import ConfigError
 from rimnet.io import atomic_path, claim_folder, fingerprint, write_json
+from rimnet.training.engine import RunSpec, write_predictions
 from rimnet.training.run import (
     check_fold_config,
     claim_run_folder,
     external_ids,
-    finish_wandb,
-    make_datamodule,
-    make_module,
-    make_trainer,
     prepare_data,
     resume_checkpoint,
-    seed_run,
+    stage_config,
 )
 
-# Config keys that decide a job's result (paths, loggers and launch details do not).
-FINGERPRINT_KEYS = ("experiment_name", "modalities", "seed", "fold", "schedule", "class_weights", "model", "train_sites",
-                    "external_sites", "channels_last")
+# Config entries that cannot change a job's result: where things go, how they are logged, launched
+# or scheduled on the hardware. Everything else is part of the job's fingerprint.
+NOT_RESULT = {"paths": None, "hydra": None, "logger": None, "run": None, "force": None, "ckpt_path": None,
+              "protocol": None, "test": None, "inner_fold": None, "engine": None,
+              "callbacks": {"progress_bar": None}, "data": {"loader": {"num_workers": None}}}
+
+
+def _without(d: dict, drop: dict) -> dict:
+    return {k: (_without(v, drop[k]) if isinstance(drop.get(k), dict) and isinstance(v, dict) else v)
+            for k, v in d.items() if not (k in drop and drop[k] is None)}
 
 
 def job_fingerprint(cfg: DictConfig) -> str:
-    """Hash of everything that decides a job's result."""
-    d = OmegaConf.to_container(cfg, resolve=True)
-    data = {k: v for k, v in d["data"].items() if k not in ("num_workers",)}
-    return fingerprint({"data": data, "max_epochs": d["trainer"].get("max_epochs"), **{k: d.get(k) for k in FINGERPRINT_KEYS},
-                        "limits": {k: v for k, v in d["trainer"].items() if k.startswith("limit_")}})
+    """Hash of everything that decides a job's result (the config less :data:`NOT_RESULT`)."""
+    return fingerprint(_without(OmegaConf.to_container(cfg, resolve=True), NOT_RESULT))
 
 
 def aggregate_schedules(schedules: list[list[int]]) -> list[int]:
@@ -71,24 +73,49 @@ def aggregate_schedules(schedules: list[list[int]]) -> list[int]:
     return fixed
 
 
-def _inner_run(cfg: DictConfig, cache, ids: dict, run_dir: Path, key: str, stage: str) -> list[int]:
-    if not ids["train"] or not ids["val"]:
-        raise ConfigError(f"{stage} of outer fold {cfg.fold} has {len(ids['train'])} training and {len(ids['val'])} validation "
-                         f"patients: too few patients for {cfg.data.outer_folds}x{cfg.data.inner_folds} nested CV "
-                         "(set data.outer_folds / data.inner_folds lower)")
-    done = run_dir / "schedule.json"
-    if done.exists() and json.loads(done.read_text()).get("fingerprint") == key:
-        return json.loads(done.read_text())["epochs_per_rate"]
-    dm = make_datamodule(cfg, cache, ids["train"], ids["val"], [])
-    module = make_module(cfg, None, seed=seed_run(cfg, stage))
-    trainer = make_trainer(cfg, run_dir, stage=stage)
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(run_dir), weights_only=True)
-    staircase = next(cb for cb in trainer.callbacks if hasattr(cb, "staircase")).staircase
-    epochs = list(staircase.epochs_per_rate)
-    write_json(done, {"fingerprint": key, "epochs_per_rate": epochs, "stopped_by_plateau": staircase.stopped,
-                      "rates": list(staircase.rates)})
-    finish_wandb()
-    return epochs
+def _finished_schedule(run_dir: Path, key: str) -> list[int] | None:
+    record = run_dir / "schedule.json"
+    if record.exists() and json.loads(record.read_text()).get("fingerprint") == key:
+        return json.loads(record.read_text())["epochs_per_rate"]
+    return None
+
+
+def _inner_specs(cfg: DictConfig, splits: dict, out: Path) -> list[RunSpec]:
+    specs = []
+    for j, ids in enumerate(splits["inner"][cfg.fold]):
+        if not ids["train"] or not ids["val"]:
+            raise ConfigError(f"inner{j} of outer fold {cfg.fold} has {len(ids['train'])} training and {len(ids['val'])} "
+                              f"validation patients: too few patients for {cfg.data.outer_folds}x{cfg.data.inner_folds} "
+                              "nested CV (set data.outer_folds / data.inner_folds lower)")
+        run_dir = out / f"inner{j}"
+        specs.append(RunSpec(stage_config(cfg, "inner", f"inner{j}", run_dir), ids["train"], ids["val"],
+                             resume=resume_checkpoint(run_dir)))
+    return specs
+
+
+def _inner_schedules(cfg: DictConfig, engine, cache, splits: dict, out: Path, key: str) -> list[list[int]]:
+    """Epochs per rate of every inner run: recorded ones are kept, the others are trained."""
+    specs = _inner_specs(cfg, splits, out)
+    todo = [s for s in specs if _finished_schedule(Path(s.cfg.run.dir), key) is None]
+    for spec, result in zip(todo, engine.run(todo, cache)):
+        write_json(Path(spec.cfg.run.dir) / "schedule.json", {
+            "fingerprint": key, "epochs_per_rate": list(result.staircase.epochs_per_rate),
+            "stopped_by_plateau": result.staircase.stopped, "rates": list(result.staircase.rates)})
+    return [_finished_schedule(Path(s.cfg.run.dir), key) for s in specs]
+
+
+def _start_job(cfg: DictConfig, out: Path, key: str) -> dict | None:
+    """The finished job's record if it can be skipped; else mark the job as running."""
+    job_file = out / "job.json"
+    job = json.loads(job_file.read_text()) if job_file.exists() else {}
+    if not cfg.get("force") and job.get("fingerprint") == key and job.get("status") == "done":
+        return job
+    if cfg.get("force") or job.get("fingerprint", key) != key:  # nothing of another config is resumed
+        for stale in [*out.glob("inner*/schedule.json"), *out.glob("*/checkpoints/*.ckpt")]:
+            stale.unlink()
+    write_json(job_file, {"fingerprint": key, "status": "running", "experiment": cfg.experiment_name, "fold": cfg.fold})
+    OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
+    return None
 
 
 def run_nested_job(cfg: DictConfig) -> dict:
@@ -96,45 +123,37 @@ def run_nested_job(cfg: DictConfig) -> dict:
     check_fold_config(cfg)
     out = claim_run_folder(cfg.paths.output_dir)
     key = job_fingerprint(cfg)
-    job_file = out / "job.json"
-    job = json.loads(job_file.read_text()) if job_file.exists() else {}
-    if not cfg.get("force") and job.get("fingerprint") == key and job.get("status") == "done":
+    finished = _start_job(cfg, out, key)
+    if finished is not None:
         print(f"{cfg.experiment_name} fold {cfg.fold}: finished earlier with the same config, skipped ({out})")
-        return job
-    if cfg.get("force") or job.get("fingerprint", key) != key:  # nothing of another config is resumed
-        for stale in [*out.glob("inner*/schedule.json"), *out.glob("*/checkpoints/*.ckpt")]:
-            stale.unlink()
-    write_json(job_file, {"fingerprint": key, "status": "running", "experiment": cfg.experiment_name, "fold": cfg.fold})
-    OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
+        return finished
+    engine = hydra.utils.instantiate(cfg.engine)
     cache, splits = prepare_data(cfg)
-    outer = splits["outer"][cfg.fold]
-    inner_schedules = [_inner_run(cfg, cache, inner, out / f"inner{j}", key, f"inner{j}")
-                       for j, inner in enumerate(splits["inner"][cfg.fold])]
+    inner_schedules = _inner_schedules(cfg, engine, cache, splits, out, key)
     fixed = aggregate_schedules(inner_schedules)
-    print(f"{cfg.experiment_name} fold {cfg.fold}: inner schedules {inner_schedules} -> fixed schedule {fixed} (epochs per rate)")
-
-    final_dir = out / "final"
-    dm = make_datamodule(cfg, cache, outer["train"], [], outer["test"])
-    module = make_module(cfg, out / "predictions.csv", seed=seed_run(cfg, "final"))
-    trainer = make_trainer(cfg, final_dir, fixed_epochs=fixed, stage="final", max_epochs=sum(fixed), limit_val_batches=0)
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_checkpoint(final_dir), weights_only=True)
-    trainer.test(module, datamodule=dm, verbose=False, weights_only=True)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    print(f"{cfg.experiment_name} fold {cfg.fold}: inner schedules {inner_schedules} -> fixed schedule {fixed} "
+          "(epochs per rate)")
+    outer = splits["outer"][cfg.fold]
+    test_sets = {"predictions": outer["test"]}
     external = external_ids(cfg, cache)
     if external:
-        ext = make_datamodule(cfg, cache, [], [], external)
-        module.predictions_path = str(out / "external_predictions.csv")
-        trainer.test(module, datamodule=ext, verbose=False, weights_only=True)
-    finish_wandb()
-    result = {"fingerprint": key, "status": "done", "experiment": cfg.experiment_name, "fold": cfg.fold, "inner_schedules": inner_schedules,
-              "fixed_schedule": fixed, "test_metrics": metrics, "n_test_lesions": len(dm.rows["test"])}
+        test_sets["external_predictions"] = external
+    final_cfg = stage_config(cfg, "final", "final", out / "final", schedule={"fixed_epochs": fixed})
+    final = RunSpec(final_cfg, outer["train"], [], test_sets, resume=resume_checkpoint(out / "final"), test_weights=None)
+    result = engine.run([final], cache)[0]
+    for name, table in result.predictions.items():
+        write_predictions(out / f"{name}.csv", table)
+    n_test = len(result.predictions["predictions"])
+    job = {"fingerprint": key, "status": "done", "experiment": cfg.experiment_name, "fold": cfg.fold,
+           "inner_schedules": inner_schedules, "fixed_schedule": fixed, "test_metrics": result.metrics,
+           "n_test_lesions": n_test}
     write_json(out / "schedule.json", {"inner": inner_schedules, "aggregated": fixed, "rates": list(cfg.schedule.rates)})
-    write_json(job_file, result)
-    print(f"{cfg.experiment_name} fold {cfg.fold}: test AUROC {metrics.get('test/auroc', float('nan')):.3f} on "
-          f"{len(dm.rows['test'])} lesions; folder {out}")
+    write_json(out / "job.json", job)
+    print(f"{cfg.experiment_name} fold {cfg.fold}: test AUROC {result.metrics.get('test/auroc', float('nan')):.3f} "
+          f"on {n_test} lesions; folder {out}")
     if external:
         ensemble_external(out.parent, cfg.data.outer_folds)
-    return result
+    return job
 
 
 def ensemble_external(experiment_dir: Path, n_folds: int = 4) -> Path | None:

@@ -5,18 +5,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import hydra
-import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from rimnet.data.cache import PatchCache, build_cache
-from rimnet.data.datamodule import PatchDataModule
+from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
 from rimnet.data.splits import load_or_make_splits
 from rimnet.errors import ConfigError, UnsafeFileError
 from rimnet.io import claim_folder, file_lock, fingerprint, lock_for, safe_load
-from rimnet.preprocess import preprocess_config
 from rimnet.synth.cohort import generate_cohort
-from rimnet.training.module import RimNetModule
 
 
 def run_seed(seed: int, experiment: str, fold: int | str, stage: str) -> int:
@@ -29,13 +24,6 @@ def run_seed(seed: int, experiment: str, fold: int | str, stage: str) -> int:
         True
     """
     return int(fingerprint([int(seed), str(experiment), str(fold), str(stage)])[:8], 16) % (2**31 - 1)
-
-
-def seed_run(cfg: DictConfig, stage: str) -> int:
-    """Seed Python, NumPy and torch for one run (``stage``: single-inner<j>, inner<j>, final)."""
-    seed = run_seed(cfg.seed, cfg.experiment_name, cfg.fold, stage)
-    pl.seed_everything(seed, workers=True, verbose=False)
-    return seed
 
 
 def claim_run_folder(path: str | Path) -> Path:
@@ -89,7 +77,7 @@ def prepare_data(cfg: DictConfig) -> tuple[PatchCache, dict]:
     if cfg.data.synthetic:
         with file_lock(lock_for(cohort.parent)):
             cohort = generate_cohort(cohort.parent, cfg.data.scale, seed=cfg.data.synth_seed)
-    cache = build_cache(cohort, cfg.data.cache_dir, preprocess_config(cfg.data.preprocess))
+    cache = build_cache(cohort, cfg.data.cache_dir, PreprocessConfig.from_config(cfg.data.preprocess))
     patients, splits_file = cache.patients, Path(cfg.data.splits_file)
     if cfg.get("train_sites"):
         patients = patients[patients["site"].isin(list(cfg.train_sites))]
@@ -106,51 +94,19 @@ def external_ids(cfg: DictConfig, cache: PatchCache) -> list[str]:
     return cache.patients.loc[cache.patients["site"].isin(sites), "patient_id"].tolist()
 
 
-def make_datamodule(cfg: DictConfig, cache: PatchCache, train_ids, val_ids, test_ids) -> PatchDataModule:
-    return PatchDataModule(cache, list(cfg.modalities), train_ids, val_ids, test_ids, batch_size=cfg.data.batch_size,
-                           augment=cfg.data.augment, include_offline=cfg.data.include_offline, num_workers=cfg.data.num_workers,
-                           seed=cfg.seed, channels_last=cfg.channels_last)
+def stage_config(cfg: DictConfig, kind: str, stage: str, run_dir: str | Path, **values: object) -> DictConfig:
+    """The config of one run of a nested job: the job's config, the overlay ``stages.<kind>``, the
+    run's folder and stage name, and ``values`` (e.g. ``schedule={"fixed_epochs": [6, 3, 3, 3]}``).
 
-
-def make_module(cfg: DictConfig, predictions_path: str | Path | None, seed: int | None = None) -> RimNetModule:
-    """The LightningModule of a run; ``seed`` (the run's seed) also reseeds every training epoch."""
-    net = hydra.utils.instantiate(cfg.model)
-    weights = cfg.class_weights
-    weights = OmegaConf.to_container(weights) if OmegaConf.is_config(weights) else weights
-    return RimNetModule(net, lr=cfg.schedule.rates[0], class_weights=weights, experiment=cfg.experiment_name,
-                        fold=cfg.fold, predictions_path=None if predictions_path is None else str(predictions_path),
-                        channels_last=cfg.channels_last, seed=seed)
-
-
-def make_trainer(cfg: DictConfig, output_dir: str | Path, fixed_epochs: list[int] | None = None, stage: str | None = None,
-                 **trainer_overrides) -> pl.Trainer:
-    """Trainer with the configured callbacks (checkpoints under ``output_dir``) and loggers.
-
-    ``fixed_epochs`` switches the staircase to a fixed schedule and the checkpoint to ``last.ckpt``
-    only (no validation set); ``stage`` names the W&B run and its ``job_type`` (e.g. ``inner1``).
+    Example:
+        >>> inner = stage_config(cfg, "inner", "inner1", job_dir / "inner1")  # doctest: +SKIP
     """
-    callbacks = []
-    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
-        cb_cfg = OmegaConf.to_container(cb_cfg, resolve=True)
-        if name == "model_checkpoint":
-            cb_cfg["dirpath"] = str(Path(output_dir) / "checkpoints")
-            if fixed_epochs is not None:
-                cb_cfg.update(monitor=None, filename="final")
-        if name == "staircase" and fixed_epochs is not None:
-            cb_cfg["fixed_epochs"] = list(fixed_epochs)
-        callbacks.append(hydra.utils.instantiate(cb_cfg))
-    logger = []
-    for kind, lg_cfg in (cfg.get("logger") or {}).items():
-        lg_cfg = OmegaConf.to_container(lg_cfg, resolve=True)
-        lg_cfg["save_dir"] = str(output_dir)
-        if kind == "wandb" and stage:
-            lg_cfg["name"] = f"{lg_cfg['name']}-{stage}"
-            lg_cfg["job_type"] = f"{lg_cfg['job_type']}-{stage}"
-        logger.append(hydra.utils.instantiate(lg_cfg))
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg["default_root_dir"] = str(output_dir)
-    trainer_cfg.update(trainer_overrides)
-    return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=logger or False)
+    run = {"run": {"stage": stage, "dir": str(run_dir)}}
+    base = cfg.copy()
+    OmegaConf.set_struct(base, False)  # an overlay may add keys (e.g. trainer.limit_val_batches)
+    merged = OmegaConf.merge(base, cfg.stages.get(kind) or {}, run, values)
+    OmegaConf.set_struct(merged, True)
+    return merged
 
 
 def finish_wandb() -> None:
