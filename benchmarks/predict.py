@@ -27,7 +27,9 @@ from rimnet.synth.cohort import generate_cohort
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--patients", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--scale", default="default")
@@ -35,16 +37,36 @@ def main() -> None:
     args = ap.parse_args()
     csv = generate_cohort(Path(args.cohort_dir) / args.scale, args.scale, progress=False)
     rows = [r for _, r in read_cohort(csv).iterrows()][: args.patients]
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
-          f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU "
+        f"threads, torch {torch.__version__}, "
+        f"device {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
+    )
     stages = ["load", "candidates", "patches", "model", "write"]
-    print(f"{'widths':14s} {'members':>7s} {'lesions':>8s} " + " ".join(f"{s:>10s}" for s in stages) + f" {'total ms':>9s}")
+    print(
+        f"{'widths':14s} {'members':>7s} {'lesions':>8s} "
+        + " ".join(f"{s:>10s}" for s in stages)
+        + f" {'total ms':>9s}"
+    )
     for widths in ((8, 16, 32), (32, 64, 128)):
         for members in (1, 4):
-            model = {"n_modalities": 2, "widths": list(widths), "fc": [256, 128, 64], "bottleneck": 1, "patch_size": 28, "dropout": 0.0}
+            model = {
+                "n_modalities": 2,
+                "widths": list(widths),
+                "fc": [256, 128, 64],
+                "bottleneck": 1,
+                "patch_size": 28,
+                "dropout": 0.0,
+            }
             states = [RimNet(**model).state_dict() for _ in range(members)]
-            bundle = Bundle(modalities=["phase", "flair"], model=model, members=states, threshold=0.5,
-                            rules=CandidateRules().__dict__)
+            bundle = Bundle(
+                modalities=["phase", "flair"],
+                model=model,
+                members=states,
+                threshold=0.5,
+                rules=CandidateRules().__dict__,
+            )
             pred = Predictor(bundle, device=args.device)
             pred.predict_row(rows[0])  # warm-up
             times, n_les = [], []
@@ -59,8 +81,11 @@ def main() -> None:
                     times.append(r.timings)
                     n_les.append(len(r.lesions))
             med = {k: 1000 * float(np.median([t[k] for t in times])) for k in stages + ["total"]}
-            print(f"{str(widths):14s} {members:7d} {int(np.median(n_les)):8d} " + " ".join(f"{med[s]:10.0f}" for s in stages)
-                  + f" {med['total']:9.0f}")
+            print(
+                f"{str(widths):14s} {members:7d} {int(np.median(n_les)):8d} "
+                + " ".join(f"{med[s]:10.0f}" for s in stages)
+                + f" {med['total']:9.0f}"
+            )
 
 
 if __name__ == "__main__":

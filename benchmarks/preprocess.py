@@ -21,7 +21,9 @@ from rimnet.synth.cohort import generate_cohort
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--scale", default="default", choices=["smoke", "default", "paper"])
     ap.add_argument("--out", default="/tmp/rimnet-bench")
     args = ap.parse_args()
@@ -31,7 +33,10 @@ def main() -> None:
     csv = generate_cohort(out / "cohort", args.scale, seed=0, force=True, progress=False)
     t_synth = time.perf_counter() - t0
     rows = []
-    configs = (("preprocess (paper augmentation)", PreprocessConfig()), ("preprocess (no elastic)", PreprocessConfig(elastic_copies=0)))
+    configs = (
+        ("preprocess (paper augmentation)", PreprocessConfig()),
+        ("preprocess (no elastic)", PreprocessConfig(elastic_copies=0)),
+    )
     for name, cfg in configs:
         t0 = time.perf_counter()
         cache = build_cache(csv, out / name.replace(" ", "_"), cfg, force=True, progress=False)
@@ -40,11 +45,23 @@ def main() -> None:
         n_les = int((cache.lesions.augmentation == "none").sum())
         rows.append((name, n_pat, n_les, len(cache.lesions), dt))
     n_pat, n_les = rows[0][1], rows[0][2]
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'stage':34s} {'patients':>8s} {'lesions':>8s} {'patches':>8s} {'seconds':>8s} {'patients/s':>10s} {'lesions/s':>10s}")
-    print(f"{'synthesis':34s} {n_pat:8d} {n_les:8d} {'-':>8s} {t_synth:8.1f} {n_pat / t_synth:10.2f} {n_les / t_synth:10.1f}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"threads, torch {torch.__version__}"
+    )
+    print(
+        f"{'stage':34s} {'patients':>8s} {'lesions':>8s} {'patches':>8s} {'seconds':>8s} "
+        f"{'patients/s':>10s} {'lesions/s':>10s}"
+    )
+    print(
+        f"{'synthesis':34s} {n_pat:8d} {n_les:8d} {'-':>8s} {t_synth:8.1f} "
+        f"{n_pat / t_synth:10.2f} {n_les / t_synth:10.1f}"
+    )
     for name, p, lesions, patches, dt in rows:
-        print(f"{name:34s} {p:8d} {lesions:8d} {patches:8d} {dt:8.1f} {p / dt:10.2f} {lesions / dt:10.1f}")
+        print(
+            f"{name:34s} {p:8d} {lesions:8d} {patches:8d} {dt:8.1f} {p / dt:10.2f} "
+            f"{lesions / dt:10.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Reproduce Table 3 and Figures 5–8 end to end: synthesise, preprocess, sweep, evaluate, record.
 
-    python experiments/reproduce_table3.py --scale smoke|default|paper [--launcher basic|joblib] [--out DIR]
+    python experiments/reproduce_table3.py --scale smoke|default|paper [--launcher basic|joblib]
+    [--out DIR]
 
 ``make reproduce-table3`` runs it at ``paper`` scale (RimNet at the authors' widths on a GPU);
 ``make reproduce-table3 SCALE=smoke`` does the same on a CPU in minutes with a tiny budget. The
@@ -31,7 +32,10 @@ CV = ",".join(sorted(cv_experiments(), key=lambda e: e not in (TABLE3_RIMNET, TA
 ICS = ",".join(inter_center_experiments())
 # Per scale: folds (the smoke cohort has 3 patients per site, too few for 4 x 3) and the budget.
 SCALES = {
-    "smoke": {"folds": (3, 2), "overrides": ["trainer.max_epochs=2", "+trainer.limit_train_batches=4", "logger=csv"]},
+    "smoke": {
+        "folds": (3, 2),
+        "overrides": ["trainer.max_epochs=2", "+trainer.limit_train_batches=4", "logger=csv"],
+    },
     "default": {"folds": (4, 3), "overrides": ["logger=csv"]},
     "paper": {"folds": (4, 3), "overrides": ["model=rimnet_paper", "trainer=gpu", "logger=wandb"]},
 }
@@ -46,8 +50,19 @@ def machine() -> str:
 
 def sweep_command(experiments: str, scale: str, launcher: str, extra: list[str]) -> list[str]:
     outer, inner = SCALES[scale]["folds"]
-    cmd = [sys.executable, "-m", "rimnet.train", "-m", f"+experiment={experiments}", f"fold={','.join(map(str, range(outer)))}",
-           f"data={scale}", f"data.outer_folds={outer}", f"data.inner_folds={inner}", *SCALES[scale]["overrides"], *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rimnet.train",
+        "-m",
+        f"+experiment={experiments}",
+        f"fold={','.join(map(str, range(outer)))}",
+        f"data={scale}",
+        f"data.outer_folds={outer}",
+        f"data.inner_folds={inner}",
+        *SCALES[scale]["overrides"],
+        *extra,
+    ]
     return cmd + ([f"hydra/launcher={launcher}"] if launcher != "basic" else [])
 
 
@@ -60,13 +75,27 @@ def sweep(experiments: str, scale: str, launcher: str, extra: list[str]) -> list
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--scale", default="paper", choices=sorted(SCALES))
-    ap.add_argument("--launcher", default="basic", choices=["basic", "joblib", "submitit_local", "submitit_slurm"])
+    ap.add_argument(
+        "--launcher",
+        default="basic",
+        choices=["basic", "joblib", "submitit_local", "submitit_slurm"],
+    )
     ap.add_argument("--out", default=str(REPO / "experiments" / "table3"))
-    ap.add_argument("--skip-sweeps", action="store_true", help="only evaluate the jobs already in the sweep folder "
-                    "(wall time then from the job files' times)")
-    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job, e.g. trainer.max_epochs=5")
+    ap.add_argument(
+        "--skip-sweeps",
+        action="store_true",
+        help="only evaluate the jobs already in the sweep folder "
+        "(wall time then from the job files' times)",
+    )
+    ap.add_argument(
+        "overrides",
+        nargs="*",
+        help="extra Hydra overrides for every job, e.g. trainer.max_epochs=5",
+    )
     args = ap.parse_args()
     from rimnet.evaluation.report import PAPER_AUC, write_report
 
@@ -74,34 +103,74 @@ def main() -> None:
     t0 = time.time()
     sweep_dir = root / "outputs" / "sweeps" / args.scale
     if args.skip_sweeps:
-        cmds = [sweep_command(ICS, args.scale, args.launcher, args.overrides),
-                sweep_command(CV, args.scale, args.launcher, args.overrides)]
+        cmds = [
+            sweep_command(ICS, args.scale, args.launcher, args.overrides),
+            sweep_command(CV, args.scale, args.launcher, args.overrides),
+        ]
         starts = [p.stat().st_mtime for p in sweep_dir.glob("*/fold*/resolved_config.yaml")]
         ends = [p.stat().st_mtime for p in sweep_dir.glob("*/fold*/job.json")]
         t0 = min(starts) if starts else t0
     else:
-        cmds = [sweep(ICS, args.scale, args.launcher, args.overrides), sweep(CV, args.scale, args.launcher, args.overrides)]
+        cmds = [
+            sweep(ICS, args.scale, args.launcher, args.overrides),
+            sweep(CV, args.scale, args.launcher, args.overrides),
+        ]
     out = Path(args.out)
     summary = write_report(sweep_dir, out, n_folds=SCALES[args.scale]["folds"][0])
     wall = (max(ends) if args.skip_sweeps and ends else time.time()) - t0
     t3 = (out / "table3.md").read_text()
     aucs = pd.read_csv(out / "auc.csv")
-    lines = [f"# Table 3 reproduction ({args.scale} scale)", "",
-             f"Command: `make reproduce-table3 SCALE={args.scale}` (sweeps below), run {time.strftime('%Y-%m-%d %H:%M')}.",
-             f"Machine: {machine()}.", f"Wall time: {wall / 60:.1f} min (sweeps + evaluation; cohort and cache built if missing"
-             + ("; from the job files' times" if args.skip_sweeps else "") + ").", "",
-             "Sweeps:", ""] + [f"    {shlex.join(['python', *c[1:]])}" for c in cmds] + ["", "## Table 3", "", t3, "", "## AUC", "",
-             "| configuration | AUC (mean of folds) | pooled AUC [95 % CI] | paper |", "|---|---|---|---|"]
+    lines = (
+        [
+            f"# Table 3 reproduction ({args.scale} scale)",
+            "",
+            f"Command: `make reproduce-table3 SCALE={args.scale}` (sweeps below), run "
+            f"{time.strftime('%Y-%m-%d %H:%M')}.",
+            f"Machine: {machine()}.",
+            f"Wall time: {wall / 60:.1f} min (sweeps + evaluation; cohort and cache built if "
+            f"missing" + ("; from the job files' times" if args.skip_sweeps else "") + ").",
+            "",
+            "Sweeps:",
+            "",
+        ]
+        + [f"    {shlex.join(['python', *c[1:]])}" for c in cmds]
+        + [
+            "",
+            "## Table 3",
+            "",
+            t3,
+            "",
+            "## AUC",
+            "",
+            "| configuration | AUC (mean of folds) | pooled AUC [95 % CI] | paper |",
+            "|---|---|---|---|",
+        ]
+    )
     for _, r in aucs.iterrows():
-        lines.append(f"| {r.configuration} | {r.auc_mean_folds:.3f} | {r.auc_pooled:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | "
-                     f"{PAPER_AUC.get(r.experiment, float('nan')):.3f} |")
+        lines.append(
+            f"| {r.configuration} | {r.auc_mean_folds:.3f} | {r.auc_pooled:.3f} [{r.ci_low:.3f}, "
+            f"{r.ci_high:.3f}] | "
+            f"{PAPER_AUC.get(r.experiment, float('nan')):.3f} |"
+        )
     if summary.get("ics_vs_cv"):
         s = summary["ics_vs_cv"]
-        lines += ["", f"Inter-center study on Lausanne lesions: ensemble AUC {s['auc_ics']:.3f} vs cross-validation "
-                  f"{s['auc_cv']:.3f} (DeLong P = {s['p_value']:.3f}; paper 0.953 vs 0.958, P = 0.47)."]
-    lines += ["", "Figures: " + ", ".join(f"[{f}]({f})" for f in summary["files"] if f.endswith(".png")), ""]
+        lines += [
+            "",
+            f"Inter-center study on Lausanne lesions: ensemble AUC {s['auc_ics']:.3f} vs "
+            f"cross-validation "
+            f"{s['auc_cv']:.3f} (DeLong P = {s['p_value']:.3f}; paper 0.953 vs 0.958, P = 0.47).",
+        ]
+    lines += [
+        "",
+        "Figures: " + ", ".join(f"[{f}]({f})" for f in summary["files"] if f.endswith(".png")),
+        "",
+    ]
     (out / "README.md").write_text("\n".join(lines))
-    (out / "run.json").write_text(json.dumps({"scale": args.scale, "wall_s": wall, "machine": machine(), "commands": cmds}, indent=2))
+    (out / "run.json").write_text(
+        json.dumps(
+            {"scale": args.scale, "wall_s": wall, "machine": machine(), "commands": cmds}, indent=2
+        )
+    )
     print(f"written: {out}/README.md ({wall / 60:.1f} min)")
 
 

@@ -28,7 +28,8 @@ class UnsafeFileError(RimnetError):
 
 
 class ConfigError(RimnetError):
-    """A config value out of its allowed range (the message names key, value and what is allowed)."""
+    """A config value out of its allowed range (the message names key, value and what is
+    allowed)."""
 
 
 def _message(exc: BaseException) -> str:

@@ -21,7 +21,10 @@ def main(cfg: DictConfig) -> None:
     if summary["missing"]:
         print("missing: " + "; ".join(summary["missing"]))
     for exp, a in summary["auc"].items():
-        print(f"  {exp:14s} AUC {a['auc_mean_folds']:.3f} (mean of folds), {a['auc_pooled']:.3f} (pooled)")
+        print(
+            f"  {exp:14s} AUC {a['auc_mean_folds']:.3f} (mean of folds), {a['auc_pooled']:.3f} "
+            f"(pooled)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Safe writing shared by every stage: nothing half-written after a crash, nothing of the user's lost.
+"""Safe writing shared by every stage: nothing half-written after a crash, nothing of the user's
+lost.
 
 Rules (the README's "Safety" section):
 
@@ -50,32 +51,47 @@ def mark_owned(folder: str | Path, kind: str) -> None:
     """Write the ownership marker (what wrote the folder) into ``folder``."""
     from rimnet import __version__
 
-    (Path(folder) / OWNER_MARKER).write_text(json.dumps({"tool": "rimnet", "kind": kind, "version": __version__}) + "\n")
+    (Path(folder) / OWNER_MARKER).write_text(
+        json.dumps({"tool": "rimnet", "kind": kind, "version": __version__}) + "\n"
+    )
 
 
 def _foreign_entries(folder: Path, ignore: frozenset[str]) -> list[str]:
-    return sorted(e.name for e in folder.iterdir() if e.name not in ignore and not _is_temp_name(e.name))
+    return sorted(
+        e.name for e in folder.iterdir() if e.name not in ignore and not _is_temp_name(e.name)
+    )
 
 
-def check_replaceable(path: str | Path, what: str = "folder", ignore: frozenset[str] = frozenset()) -> None:
+def check_replaceable(
+    path: str | Path, what: str = "folder", ignore: frozenset[str] = frozenset()
+) -> None:
     """Raise :class:`OwnershipError` unless ``path`` is absent, empty, or a folder the tool marked.
 
     ``ignore`` names entries that do not count (what Hydra wrote into a run folder just before).
     """
     path = Path(path)
     if path.is_symlink():
-        raise OwnershipError(f"{what} {path} is a symbolic link; rimnet does not write through links: choose a real folder")
+        raise OwnershipError(
+            f"{what} {path} is a symbolic link; rimnet does not write through links: choose a "
+            f"real folder"
+        )
     if not path.exists() or is_owned(path):
         return
     if not path.is_dir():
-        raise OwnershipError(f"{what} {path} exists and is a file, not a folder; choose an empty or new folder")
+        raise OwnershipError(
+            f"{what} {path} exists and is a file, not a folder; choose an empty or new folder"
+        )
     foreign = _foreign_entries(path, ignore)
     if foreign:
-        raise OwnershipError(f"{what} {path} exists and was not written by rimnet (it holds {', '.join(foreign[:5])}"
-                             f"{', ...' if len(foreign) > 5 else ''}); choose an empty or new folder")
+        raise OwnershipError(
+            f"{what} {path} exists and was not written by rimnet (it holds {', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}); choose an empty or new folder"
+        )
 
 
-def claim_folder(path: str | Path, kind: str, what: str = "output folder", ignore: frozenset[str] = frozenset()) -> Path:
+def claim_folder(
+    path: str | Path, kind: str, what: str = "output folder", ignore: frozenset[str] = frozenset()
+) -> Path:
     """Create ``path`` (or accept it if empty or already ours) and mark it as the tool's.
 
     ``ignore`` names entries that may already be there (see :func:`check_replaceable`).
@@ -120,7 +136,12 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     removed, host, prefix = [], _host(), f".{path.name}."
     for entry in path.parent.iterdir():
         m = _TEMP.match(entry.name)
-        if not entry.name.startswith(prefix) or not m or m["host"] != host or _pid_alive(int(m["pid"])):
+        if (
+            not entry.name.startswith(prefix)
+            or not m
+            or m["host"] != host
+            or _pid_alive(int(m["pid"]))
+        ):
             continue
         if entry.is_symlink() or entry.is_file():
             entry.unlink()
@@ -188,10 +209,14 @@ def atomic_path(path: str | Path, replace: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        raise OwnershipError(f"{path} is a folder; rimnet writes a file there and will not replace a folder")
+        raise OwnershipError(
+            f"{path} is a folder; rimnet writes a file there and will not replace a folder"
+        )
     if path.exists() or path.is_symlink():
         if not replace and not inside_owned(path):
-            raise OwnershipError(f"{path} exists and was not written by rimnet; move it away or choose another path")
+            raise OwnershipError(
+                f"{path} exists and was not written by rimnet; move it away or choose another path"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = _temp_sibling(path, directory=False)
@@ -215,7 +240,8 @@ def fingerprint(obj: Any) -> str:
 
 
 def file_signature(path: str | Path) -> dict[str, Any]:
-    """Cheap identity of a file for cache fingerprints: resolved path, size and modification time."""
+    """Cheap identity of a file for cache fingerprints: resolved path, size and modification
+    time."""
     st = Path(path).stat()
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -257,7 +283,11 @@ def safe_load(path: str | Path, what: str = "file") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UnsafeFileError(f"{what} {path} holds objects other than tensors and plain values; rimnet refuses "
-                              "to load it (it reads model files with weights_only=True only)") from exc
+        raise UnsafeFileError(
+            f"{what} {path} holds objects other than tensors and plain values; rimnet refuses "
+            "to load it (it reads model files with weights_only=True only)"
+        ) from exc
     except Exception as exc:  # zip, EOF and magic-number errors of damaged or foreign files
-        raise UnsafeFileError(f"{what} {path} is damaged or not a PyTorch file ({type(exc).__name__})") from exc
+        raise UnsafeFileError(
+            f"{what} {path} is damaged or not a PyTorch file ({type(exc).__name__})"
+        ) from exc

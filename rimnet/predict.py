@@ -30,22 +30,51 @@ from rimnet.io import atomic_path, check_replaceable, claim_folder
 
 
 def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--bundle", required=True, help="model bundle (.pt) from `rimnet export`")
-    src = ap.add_argument_group("input: one patient's NIfTI files (co-registered, 3D-EPI space), or --cohort")
+    src = ap.add_argument_group(
+        "input: one patient's NIfTI files (co-registered, 3D-EPI space), or --cohort"
+    )
     for m in MODALITIES:
         src.add_argument(f"--{m}", help=f"{m} image (needed if the bundle uses {m})")
     src.add_argument("--lesion-mask", help="automated lesion segmentation (binary or labels)")
-    src.add_argument("--anatomy", help="optional anatomy label map (README codes) for the location column")
-    src.add_argument("--air-mask", help="optional mask of air artefacts (candidates touching it are excluded)")
-    src.add_argument("--id", default=None, help="patient id for one patient (default: the lesion mask's file name)")
+    src.add_argument(
+        "--anatomy", help="optional anatomy label map (README codes) for the location column"
+    )
+    src.add_argument(
+        "--air-mask", help="optional mask of air artefacts (candidates touching it are excluded)"
+    )
+    src.add_argument(
+        "--id",
+        default=None,
+        help="patient id for one patient (default: the lesion mask's file name)",
+    )
     src.add_argument("--cohort", help="cohort.csv (data contract) for many patients")
     ap.add_argument("--out", required=True, help="output folder (one sub-folder per patient)")
-    ap.add_argument("--tta", action="store_true", help="average over X/Y/Z flips too (test-time augmentation)")
-    ap.add_argument("--chronic-threshold", type=int, default=4, help="rim+ lesions from which a patient is 'chronic active' (default 4)")
+    ap.add_argument(
+        "--tta", action="store_true", help="average over X/Y/Z flips too (test-time augmentation)"
+    )
+    ap.add_argument(
+        "--chronic-threshold",
+        type=int,
+        default=4,
+        help="rim+ lesions from which a patient is 'chronic active' (default 4)",
+    )
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    ap.add_argument("--at", nargs=3, type=float, metavar=("X", "Y", "Z"), help="report the lesion under this point")
-    ap.add_argument("--mm", action="store_true", help="--at is in mm (world coordinates) instead of voxel indices")
+    ap.add_argument(
+        "--at",
+        nargs=3,
+        type=float,
+        metavar=("X", "Y", "Z"),
+        help="report the lesion under this point",
+    )
+    ap.add_argument(
+        "--mm",
+        action="store_true",
+        help="--at is in mm (world coordinates) instead of voxel indices",
+    )
     return ap
 
 
@@ -61,7 +90,8 @@ def _write_table(path: Path, table: pd.DataFrame) -> None:
 
 
 def run_cohort(predictor: Predictor, cohort_csv: str, out_dir: str, chronic_threshold: int) -> int:
-    """Every patient of a cohort; a failing patient is recorded in failures.csv and the rest go on."""
+    """Every patient of a cohort; a failing patient is recorded in failures.csv and the rest go
+    on."""
     cohort = read_cohort(cohort_csv, predictor.bundle.modalities)
     out = claim_folder(out_dir, "predictions", "output folder (--out)")
     for pid in cohort["patient_id"]:
@@ -77,47 +107,71 @@ def run_cohort(predictor: Predictor, cohort_csv: str, out_dir: str, chronic_thre
             continue
         results.append(r)
     if results:
-        _write_table(out / "lesions_all.csv", pd.concat([r.lesions for r in results], ignore_index=True))
-    _write_table(out / "patients.csv", pd.DataFrame([r.summary for r in results],
-                                                     columns=None if results else ["patient_id"]))
+        _write_table(
+            out / "lesions_all.csv", pd.concat([r.lesions for r in results], ignore_index=True)
+        )
+    _write_table(
+        out / "patients.csv",
+        pd.DataFrame([r.summary for r in results], columns=None if results else ["patient_id"]),
+    )
     if failures or (out / "failures.csv").exists():
         _write_table(out / "failures.csv", pd.DataFrame(failures, columns=["patient_id", "error"]))
     n_ca = sum(r.summary["chronic_active"] for r in results)
-    print(f"{len(results)} patients, {n_ca} chronic active (>= {chronic_threshold} rim+); results in {out}")
+    print(
+        f"{len(results)} patients, {n_ca} chronic active (>= {chronic_threshold} rim+); results "
+        f"in {out}"
+    )
     if failures:
-        print(f"error: {len(failures)} patient(s) failed, listed in {out / 'failures.csv'}", file=sys.stderr)
+        print(
+            f"error: {len(failures)} patient(s) failed, listed in {out / 'failures.csv'}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     if args.cohort and args.id is not None:
-        raise CohortError("--id names the patient of one set of files; with --cohort the ids come from cohort.csv")
+        raise CohortError(
+            "--id names the patient of one set of files; with --cohort the ids come from cohort.csv"
+        )
     if args.cohort and args.at:
         raise CohortError("--at points into one patient's images; it cannot be used with --cohort")
     if not args.cohort and not args.lesion_mask:
         raise CohortError("give --lesion-mask and the images, or --cohort")
     pid = ""
     if not args.cohort:
-        pid = check_patient_id(args.id if args.id is not None else Path(args.lesion_mask).name.split(".")[0], "--id")
-    predictor = Predictor(args.bundle, device=args.device, tta=args.tta, chronic_threshold=args.chronic_threshold)
+        pid = check_patient_id(
+            args.id if args.id is not None else Path(args.lesion_mask).name.split(".")[0], "--id"
+        )
+    predictor = Predictor(
+        args.bundle, device=args.device, tta=args.tta, chronic_threshold=args.chronic_threshold
+    )
     what = "output folder (--out)"
     check_replaceable(args.out, what)
     if args.cohort:
         return run_cohort(predictor, args.cohort, args.out, args.chronic_threshold)
     images = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
-    r = predictor.predict_files(pid, images, args.lesion_mask, anatomy=args.anatomy, air_mask=args.air_mask)
+    r = predictor.predict_files(
+        pid, images, args.lesion_mask, anatomy=args.anatomy, air_mask=args.air_mask
+    )
     folder = write_patient(r, claim_folder(args.out, "predictions", what))
     s = r.summary
-    print(f"{pid}: {s['rim_pos_count']} rim+ of {s['assessed']} assessed candidates (threshold {s['threshold']:.3f}); "
-          f"chronic active: {'yes' if s['chronic_active'] else 'no'}; outputs in {folder}")
+    print(
+        f"{pid}: {s['rim_pos_count']} rim+ of {s['assessed']} assessed candidates (threshold "
+        f"{s['threshold']:.3f}); "
+        f"chronic active: {'yes' if s['chronic_active'] else 'no'}; outputs in {folder}"
+    )
     if args.at:
         lesion = lesion_at(r, args.at, mm=args.mm)
         if lesion is None:
             print(f"no candidate at {tuple(args.at)}")
             return 1
-        print(f"lesion {lesion['lesion_id']} at {tuple(args.at)}: probability {lesion['prob']:.3f} "
-              f"(spread {lesion['prob_std']:.3f}), {lesion['decision']}, {lesion['volume_mm3']:.1f} mm3")
+        print(
+            f"lesion {lesion['lesion_id']} at {tuple(args.at)}: probability {lesion['prob']:.3f} "
+            f"(spread {lesion['prob_std']:.3f}), {lesion['decision']}, {lesion['volume_mm3']:.1f} "
+            f"mm3"
+        )
     return 0
 
 

@@ -24,7 +24,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training run; returns the test metrics (empty when ``test=false``)."""
     check_fold_config(cfg)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist (resume from <run folder>/checkpoints/last.ckpt)")
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} does not exist (resume from <run "
+            f"folder>/checkpoints/last.ckpt)"
+        )
     out = claim_run_folder(cfg.run.dir)
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
     cache, splits = prepare_data(cfg)
@@ -38,8 +41,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_predictions(out / f"{name}.csv", table)
     if cfg.test:
         m = result.metrics
-        print(f"test AUROC {m.get('test/auroc', float('nan')):.3f}  AP {m.get('test/ap', float('nan')):.3f}  "
-              f"({len(result.predictions['predictions'])} lesions of outer fold {cfg.fold})")
+        print(
+            f"test AUROC {m.get('test/auroc', float('nan')):.3f}  AP "
+            f"{m.get('test/ap', float('nan')):.3f}  "
+            f"({len(result.predictions['predictions'])} lesions of outer fold {cfg.fold})"
+        )
     print(f"run folder: {out}")
     return result.metrics
 
@@ -53,7 +59,9 @@ def use_nested(cfg: DictConfig) -> bool:
 
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if cfg.protocol not in ("single", "nested"):
-        raise ConfigError(f"protocol={cfg.protocol!r} is not allowed: choose auto, single or nested")
+        raise ConfigError(
+            f"protocol={cfg.protocol!r} is not allowed: choose auto, single or nested"
+        )
     return cfg.protocol == "nested"
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: one smoke cohort and one patch cache per test session, tiny hand-built cohorts."""
+"""Shared fixtures: one smoke cohort and one patch cache per test session, tiny hand-built
+cohorts."""
 
 from __future__ import annotations
 
@@ -21,17 +22,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def smoke_csv(tmp_path_factory) -> Path:
-    return generate_cohort(tmp_path_factory.mktemp("synth") / "smoke", "smoke", seed=0, progress=False)
+    return generate_cohort(
+        tmp_path_factory.mktemp("synth") / "smoke", "smoke", seed=0, progress=False
+    )
 
 
 @pytest.fixture(scope="session")
 def smoke_cache(smoke_csv, tmp_path_factory):
-    return build_cache(smoke_csv, tmp_path_factory.mktemp("cache") / "smoke", PreprocessConfig(elastic_copies=1), progress=False)
+    return build_cache(
+        smoke_csv,
+        tmp_path_factory.mktemp("cache") / "smoke",
+        PreprocessConfig(elastic_copies=1),
+        progress=False,
+    )
 
 
-def write_cohort(root: Path, patients: dict[str, dict[str, np.ndarray]], voxel_mm: float = 1.0, sites: dict[str, str] | None = None,
-                 affines: dict[tuple[str, str], np.ndarray] | None = None) -> Path:
-    """Write hand-built volumes as a cohort: ``patients[pid][column] = array``; returns cohort.csv."""
+def write_cohort(
+    root: Path,
+    patients: dict[str, dict[str, np.ndarray]],
+    voxel_mm: float = 1.0,
+    sites: dict[str, str] | None = None,
+    affines: dict[tuple[str, str], np.ndarray] | None = None,
+) -> Path:
+    """Write hand-built volumes as a cohort: ``patients[pid][column] = array``; returns
+    cohort.csv."""
     rows = []
     for pid, vols in patients.items():
         (root / pid).mkdir(parents=True, exist_ok=True)

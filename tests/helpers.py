@@ -15,7 +15,8 @@ CONF = CONFIG_DIR
 
 
 def compose_train(overrides: list[str], root: Path, output_dir: Path) -> DictConfig:
-    """The train config with ``overrides``, data under ``root``/data and the run in ``output_dir``."""
+    """The train config with ``overrides``, data under ``root``/data and the run in
+    ``output_dir``."""
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -56,7 +57,17 @@ def read_offline_wandb(path: Path) -> tuple[list[dict], dict]:
         rec.ParseFromString(c)
         kind = rec.WhichOneof("record_type")
         if kind == "history":
-            history.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})
+            history.append(
+                {
+                    (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                    for i in rec.history.item
+                }
+            )
         elif kind == "summary":
-            summary.update({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.summary.update})
+            summary.update(
+                {
+                    (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                    for i in rec.summary.update
+                }
+            )
     return history, summary

@@ -23,8 +23,23 @@ def test_cache_layout_and_lesion_table(tmp_path):
     les = cache.lesions
     # one rim+ lesion per patient: original + 9 rotations, each with 1 elastic copy = 20 patches
     assert len(les) == 40 and cache.patches.shape == (40, 3, 32, 32, 32)
-    required = ["patient_id", "lesion_id", "site", "label", "volume_mm3", "center_i", "center_j", "center_k", "location", "excluded",
-                "consensus_needed", "rater1", "rater2", "augmentation", "source_lesion_id"]
+    required = [
+        "patient_id",
+        "lesion_id",
+        "site",
+        "label",
+        "volume_mm3",
+        "center_i",
+        "center_j",
+        "center_k",
+        "location",
+        "excluded",
+        "consensus_needed",
+        "rater1",
+        "rater2",
+        "augmentation",
+        "source_lesion_id",
+    ]
     assert all(c in les.columns for c in required)
     orig = les[les.augmentation == "none"]
     assert orig.lesion_id.tolist() == orig.source_lesion_id.tolist() == ["p1_L0001", "p2_L0001"]
@@ -64,11 +79,15 @@ def test_cache_is_reused_then_rebuilt_on_change(tmp_path):
     for col in ("lesion_mask", "rim_mask"):
         nib.save(nib.Nifti1Image(vols[col], np.eye(4)), tmp_path / "c" / "p1" / f"{col}.nii.gz")
     c3 = build_cache(csv, tmp_path / "cache", PreprocessConfig(elastic_copies=0), progress=False)
-    assert len(c3.lesions) == 0 and c3.patients.n_candidates.tolist() == [0]  # input changed: rebuilt
+    assert len(c3.lesions) == 0 and c3.patients.n_candidates.tolist() == [
+        0
+    ]  # input changed: rebuilt
 
 
 def test_patient_with_empty_mask_is_kept(tmp_path):
-    csv = write_cohort(tmp_path / "c", {"p1": simple_patient(), "empty": simple_patient(lesion=False)})
+    csv = write_cohort(
+        tmp_path / "c", {"p1": simple_patient(), "empty": simple_patient(lesion=False)}
+    )
     cache = build_cache(csv, tmp_path / "cache", FAST, progress=False)
     assert cache.patients.set_index("patient_id").n_candidates.to_dict() == {"p1": 1, "empty": 0}
 
@@ -80,29 +99,39 @@ def _bad(tmp_path, mutate, match, **write_kw):
     with pytest.raises(CohortError, match=match):
         build_cache(csv, tmp_path / "cache", FAST, progress=False)
     assert not (tmp_path / "cache").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cache") and p.suffix != ".lock"]  # nothing half-written
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".cache") and p.suffix != ".lock"
+    ]  # nothing half-written
 
 
 def test_nan_voxels(tmp_path):
     def m(p):
         p["p2"]["flair"][3, 3, 3] = np.nan
+
     _bad(tmp_path, m, r"patient p2: flair file .*flair.nii.gz has 1 NaN/Inf")
 
 
 def test_not_3d(tmp_path):
     def m(p):
         p["p1"]["t2star"] = np.zeros((40, 40, 40, 2), np.float32)
+
     _bad(tmp_path, m, r"patient p1: t2star file .* is 4-D")
 
 
 def test_shape_mismatch(tmp_path):
     def m(p):
         p["p2"]["flair"] = np.zeros((40, 40, 39), np.float32)
+
     _bad(tmp_path, m, r"patient p2: flair file .* has shape \(40, 40, 39\)")
 
 
 def test_affine_mismatch(tmp_path):
-    _bad(tmp_path, lambda p: None, r"patient p1: lesion_mask file .* affine", affines={("p1", "lesion_mask"): np.diag([2.0, 1, 1, 1])})
+    _bad(
+        tmp_path,
+        lambda p: None,
+        r"patient p1: lesion_mask file .* affine",
+        affines={("p1", "lesion_mask"): np.diag([2.0, 1, 1, 1])},
+    )
 
 
 def test_missing_file(tmp_path):
@@ -120,8 +149,12 @@ def test_duplicate_ids_and_unknown_site(tmp_path):
         build_cache(tmp_path / "c" / "dup.csv", tmp_path / "cache", FAST, progress=False)
     df.assign(site="geneva").to_csv(tmp_path / "c" / "site.csv", index=False)
     with pytest.raises(CohortError, match=r"patient p1: unknown site 'geneva'"):
-        build_cache(tmp_path / "c" / "site.csv", tmp_path / "cache", PreprocessConfig(elastic_copies=1, sites=["basel", "lausanne"]),
-                    progress=False)
+        build_cache(
+            tmp_path / "c" / "site.csv",
+            tmp_path / "cache",
+            PreprocessConfig(elastic_copies=1, sites=["basel", "lausanne"]),
+            progress=False,
+        )
 
 
 def test_opt_in_resampling_to_the_phase_grid(tmp_path):
@@ -132,7 +165,9 @@ def test_opt_in_resampling_to_the_phase_grid(tmp_path):
     csv = write_cohort(tmp_path / "c", {"p1": p}, affines={("p1", "flair"): aff2})
     with pytest.raises(CohortError):
         build_cache(csv, tmp_path / "cache", FAST, progress=False)
-    cache = build_cache(csv, tmp_path / "cache", PreprocessConfig(elastic_copies=1, resample=True), progress=False)
+    cache = build_cache(
+        csv, tmp_path / "cache", PreprocessConfig(elastic_copies=1, resample=True), progress=False
+    )
     assert cache.patches.shape[0] == 20
     assert load_cache(tmp_path / "cache").meta["params"]["resample"] is True
 
@@ -143,13 +178,36 @@ def test_preprocess_and_synth_cli(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     csv = write_cohort(tmp_path / "c", {"p1": simple_patient()})
-    cmd = [sys.executable, "-m", "rimnet.preprocess", f"cohort={csv}", f"cache_dir={tmp_path / 'cache'}", "params.elastic_copies=0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rimnet.preprocess",
+        f"cohort={csv}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "params.elastic_copies=0",
+    ]
     out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     les = pd.read_csv(tmp_path / "cache" / "lesions.csv")
     assert len(les) == 10 and (tmp_path / "cache" / "meta.json").exists()
     os.remove(tmp_path / "c" / "p1" / "flair.nii.gz")
-    out = subprocess.run(cmd[:-1] + [f"cache_dir={tmp_path / 'cache2'}"], cwd=repo, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "patient p1: flair file" in out.stderr and not (tmp_path / "cache2").exists()
-    out = subprocess.run([sys.executable, "-m", "rimnet.synth", "--help"], cwd=repo, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        cmd[:-1] + [f"cache_dir={tmp_path / 'cache2'}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        out.returncode == 2
+        and "patient p1: flair file" in out.stderr
+        and not (tmp_path / "cache2").exists()
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "rimnet.synth", "--help"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "scale" in out.stdout

@@ -61,7 +61,9 @@ def test_labels_raters_and_consensus_needed():
     rim[3:5, 3:5, 3:5] = 7  # instance label 7 overlaps the first candidate
     r1 = rim.copy()
     r2 = np.zeros_like(rim)
-    df, _ = extract_candidates(m, aff(1.0), CandidateRules(min_volume_mm3=0), rim_mask=rim, rater1_mask=r1, rater2_mask=r2)
+    df, _ = extract_candidates(
+        m, aff(1.0), CandidateRules(min_volume_mm3=0), rim_mask=rim, rater1_mask=r1, rater2_mask=r2
+    )
     assert df.label.tolist() == [1, 0]
     assert df.rater1.tolist() == [1, 0] and df.rater2.tolist() == [0, 0]
     assert df.consensus_needed.tolist() == [True, False]

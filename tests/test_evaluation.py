@@ -79,7 +79,9 @@ def test_mcnemar_equals_statsmodels():
     ours = mcnemar_test(a, b)
     table = [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
     ref = sm_mcnemar(table, exact=False, correction=True)
-    assert ours.statistic == pytest.approx(ref.statistic) and ours.p_value == pytest.approx(ref.pvalue)
+    assert ours.statistic == pytest.approx(ref.statistic) and ours.p_value == pytest.approx(
+        ref.pvalue
+    )
     assert mcnemar_test([True, False], [True, False]).p_value == 1.0
 
 
@@ -108,20 +110,33 @@ def test_threshold_at_specificity_on_hand_made_scores():
     assert m["specificity"] == 0.95 and m["sensitivity"] == 0.75
     assert threshold_at_specificity(y, s, 1.0) > 19  # no false positive
     y2, s2 = [0, 0, 0, 0, 1], [0.5, 0.5, 0.5, 0.1, 0.9]  # ties at the boundary are all excluded
-    assert confusion_metrics(y2, np.array(s2) >= threshold_at_specificity(y2, s2, 0.7))["specificity"] == 1.0
+    assert (
+        confusion_metrics(y2, np.array(s2) >= threshold_at_specificity(y2, s2, 0.7))["specificity"]
+        == 1.0
+    )
 
 
 def test_confusion_metrics_by_hand():
     m = confusion_metrics([1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 0, 1, 0, 0, 0, 0])
     assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 4)
-    assert m["accuracy"] == 0.75 and m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == 0.8
+    assert (
+        m["accuracy"] == 0.75
+        and m["sensitivity"] == pytest.approx(2 / 3)
+        and m["specificity"] == 0.8
+    )
     assert m["ppv"] == pytest.approx(2 / 3) and m["npv"] == 0.8 and m["f1"] == pytest.approx(2 / 3)
 
 
 def _preds(seed=0, folds=4, n=200):
     rng = np.random.default_rng(seed)
     y = (rng.random(n) < 0.15).astype(int)
-    return pd.DataFrame({"label": y, "prob": np.clip(0.5 * y + rng.random(n) * 0.8, 0, 1), "fold": np.arange(n) % folds})
+    return pd.DataFrame(
+        {
+            "label": y,
+            "prob": np.clip(0.5 * y + rng.random(n) * 0.8, 0, 1),
+            "fold": np.arange(n) % folds,
+        }
+    )
 
 
 def test_mean_curves_match_sklearn_per_fold():
@@ -143,19 +158,23 @@ def test_roc_on_grid_is_piecewise_constant():
 
 
 def test_patient_wise_counts_on_a_hand_made_table():
-    pred = pd.DataFrame({
-        "patient_id": ["a"] * 5 + ["b"] * 3 + ["c"] * 2,
-        "label": [1, 1, 1, 1, 0, 1, 0, 0, 0, 0],
-        "pred": [1, 1, 1, 0, 1, 1, 1, 0, 0, 0],
-        "rater1": [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],
-        "rater2": [1, 1, 0, 1, 0, 1, 0, 0, 1, 0],
-    })
+    pred = pd.DataFrame(
+        {
+            "patient_id": ["a"] * 5 + ["b"] * 3 + ["c"] * 2,
+            "label": [1, 1, 1, 1, 0, 1, 0, 0, 0, 0],
+            "pred": [1, 1, 1, 0, 1, 1, 1, 0, 0, 0],
+            "rater1": [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],
+            "rater2": [1, 1, 0, 1, 0, 1, 0, 0, 1, 0],
+        }
+    )
     counts = A.patient_counts(pred)
     assert counts.loc["a", ["true", "model", "rater1", "rater2"]].tolist() == [4, 4, 4, 3]
     assert counts.loc["b", ["true", "model"]].tolist() == [1, 2]
     pw = A.patient_wise(counts, thresholds=[1, 4])
     at4 = pw[(pw.threshold == 4)].set_index("who")
-    assert at4.loc["model", "accuracy"] == 1.0 and at4.loc["rater2", "accuracy"] == pytest.approx(2 / 3)
+    assert at4.loc["model", "accuracy"] == 1.0 and at4.loc["rater2", "accuracy"] == pytest.approx(
+        2 / 3
+    )
     at1 = pw[(pw.threshold == 1)].set_index("who")
     assert at1.loc["rater2", ["tp", "fp", "tn", "fn"]].tolist() == [2, 1, 0, 0]
 
@@ -166,14 +185,18 @@ def test_operating_point_table_and_error_analyses():
     pred["rater1"] = np.where(rng.random(len(pred)) < 0.9, pred.label, 1 - pred.label)
     pred["rater2"] = pred.label
     pred["consensus_needed"] = pred.rater1 != pred.rater2
-    pred["location"] = np.array(["periventricular", "juxtacortical", "deep_wm", "other"])[np.arange(len(pred)) % 4]
+    pred["location"] = np.array(["periventricular", "juxtacortical", "deep_wm", "other"])[
+        np.arange(len(pred)) % 4
+    ]
     op = A.apply_operating_point(pred)
     for _, g in op.groupby("fold"):
         assert confusion_metrics(g.label, g.pred)["specificity"] >= 0.95
     t3 = A.lesion_table(op)
     assert list(t3.index) == ["model", "rater1", "rater2"]
     assert t3.loc["model", "accuracy"] == pytest.approx((op.pred == op.label).mean())
-    assert t3.loc["model", "p_vs_rater1"] == pytest.approx(mcnemar_test(op.pred == op.label, op.rater1 == op.label).p_value)
+    assert t3.loc["model", "p_vs_rater1"] == pytest.approx(
+        mcnemar_test(op.pred == op.label, op.rater1 == op.label).p_value
+    )
     err = A.consensus_error_analysis(op).set_index("class")
     wrong = op.pred != op.label
     agreed_pos = wrong[(op.label == 1) & ~op.consensus_needed]
@@ -195,19 +218,31 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
 
     rng = np.random.default_rng(7)
     n = 240
-    base = pd.DataFrame({"lesion_id": [f"p{i % 24:02d}_L{i:04d}" for i in range(n)], "patient_id": [f"p{i % 24:02d}" for i in range(n)],
-                         "site": np.where(np.arange(n) % 24 < 12, "basel", "lausanne"), "label": (rng.random(n) < 0.15).astype(int)})
+    base = pd.DataFrame(
+        {
+            "lesion_id": [f"p{i % 24:02d}_L{i:04d}" for i in range(n)],
+            "patient_id": [f"p{i % 24:02d}" for i in range(n)],
+            "site": np.where(np.arange(n) % 24 < 12, "basel", "lausanne"),
+            "label": (rng.random(n) < 0.15).astype(int),
+        }
+    )
     base["rater1"] = np.where(rng.random(n) < 0.95, base.label, 1 - base.label)
     base["rater2"] = np.where(rng.random(n) < 0.95, base.label, 1 - base.label)
     base["consensus_needed"] = base.rater1 != base.rater2
     base["location"] = np.array(list(A.LOCATIONS))[rng.integers(0, 4, n)]
     fold = (base.patient_id.str[1:].astype(int) % 4).to_numpy()
     for e in cv_experiments():
-        p = base.assign(prob=np.clip(base.label * 0.4 + rng.random(n) * 0.7, 0, 1), experiment=e, fold=fold)
+        p = base.assign(
+            prob=np.clip(base.label * 0.4 + rng.random(n) * 0.7, 0, 1), experiment=e, fold=fold
+        )
         for k in range(4):
             (tmp_path / "sweep" / e / f"fold{k}").mkdir(parents=True)
-            p[p.fold == k].to_csv(tmp_path / "sweep" / e / f"fold{k}" / "predictions.csv", index=False)
-    lau = base[base.site == "lausanne"].assign(prob=lambda d: d.label * 0.5 + rng.random(len(d)) * 0.6, fold="ensemble")
+            p[p.fold == k].to_csv(
+                tmp_path / "sweep" / e / f"fold{k}" / "predictions.csv", index=False
+            )
+    lau = base[base.site == "lausanne"].assign(
+        prob=lambda d: d.label * 0.5 + rng.random(len(d)) * 0.6, fold="ensemble"
+    )
     (tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble").mkdir(parents=True)
     lau.to_csv(tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble" / "predictions.csv", index=False)
     summary = write_report(tmp_path / "sweep", tmp_path / "report", log_wandb=True)
@@ -215,21 +250,51 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
     run = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     history, _ = read_offline_wandb(run)
     logged = set().union(*history)
-    assert {"table3/_type", "auc/_type", "fig5_roc_pr/_type", "fig8_confusion/_type"} <= logged  # tables and images
+    assert {
+        "table3/_type",
+        "auc/_type",
+        "fig5_roc_pr/_type",
+        "fig8_confusion/_type",
+    } <= logged  # tables and images
     assert summary["missing"] == []
     t3 = pd.read_csv(out / "table3.csv")
-    assert list(t3.columns[:8]) == ["section", "row", "accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
+    assert list(t3.columns[:8]) == [
+        "section",
+        "row",
+        "accuracy",
+        "f1",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+    ]
     assert {"p_vs_expert1", "p_vs_expert2"} <= set(t3.columns)
-    rimnet = pd.concat([pd.read_csv(f) for f in sorted((tmp_path / "sweep" / "phase_flair").glob("fold*/predictions.csv"))])
+    rimnet = pd.concat(
+        [
+            pd.read_csv(f)
+            for f in sorted((tmp_path / "sweep" / "phase_flair").glob("fold*/predictions.csv"))
+        ]
+    )
     op = A.apply_operating_point(rimnet)
     row = t3[(t3.section == "cv") & (t3.row == "RimNet: phase + FLAIR")].iloc[0]
-    assert row.sensitivity == pytest.approx(100 * confusion_metrics(op.label, op.pred)["sensitivity"])
-    assert row.p_vs_expert1 == pytest.approx(mcnemar_test(op.pred == op.label, op.rater1 == op.label).p_value)
+    assert row.sensitivity == pytest.approx(
+        100 * confusion_metrics(op.label, op.pred)["sensitivity"]
+    )
+    assert row.p_vs_expert1 == pytest.approx(
+        mcnemar_test(op.pred == op.label, op.rater1 == op.label).p_value
+    )
     aucs = pd.read_csv(out / "auc.csv").set_index("experiment")
-    assert aucs.loc["phase_flair", "auc_pooled"] == pytest.approx(roc_auc_score(rimnet.label, rimnet.prob))
+    assert aucs.loc["phase_flair", "auc_pooled"] == pytest.approx(
+        roc_auc_score(rimnet.label, rimnet.prob)
+    )
     pairs = pd.read_csv(out / "delong_pairs.csv")
     assert len(pairs) == 15
-    for fig in ("fig5_roc_pr.png", "fig6_intercenter.png", "fig7_patientwise.png", "fig8_confusion.png"):
+    for fig in (
+        "fig5_roc_pr.png",
+        "fig6_intercenter.png",
+        "fig7_patientwise.png",
+        "fig8_confusion.png",
+    ):
         assert (out / fig).stat().st_size > 10_000
     md = (out / "table3.md").read_text()
     assert "Expert #1" in md and "(94.6)" in md  # the paper's number next to ours

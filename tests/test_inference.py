@@ -22,23 +22,50 @@ from rimnet.train import train
 def trained(tmp_path_factory):
     """A tiny phase + FLAIR model trained on the smoke cohort, exported as a bundle."""
     root = tmp_path_factory.mktemp("inf")
-    cfg = compose_train(["+experiment=phase_flair", "data=smoke", "logger=csv", "trainer.max_epochs=1", "+trainer.limit_train_batches=3"],
-                        root, root / "run")
+    cfg = compose_train(
+        [
+            "+experiment=phase_flair",
+            "data=smoke",
+            "logger=csv",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=3",
+        ],
+        root,
+        root / "run",
+    )
     train(cfg)
     (root / "run" / "resolved_config.yaml").unlink()  # the checkpoint alone describes the run
     assert not (root / "run" / ".hydra").exists()
     bundle = export_bundle(root / "run", root / "bundle.pt")
     splits = json.loads((root / "data" / "splits" / "smoke.json").read_text())
-    cohort = read_cohort(root / "data" / "synth" / "smoke" / "cohort.csv").set_index("patient_id", drop=False)
+    cohort = read_cohort(root / "data" / "synth" / "smoke" / "cohort.csv").set_index(
+        "patient_id", drop=False
+    )
     held_out = cohort.loc[splits["outer"][0]["test"][0]]
-    return {"root": root, "bundle": bundle, "patient": held_out, "cohort_csv": root / "data" / "synth" / "smoke" / "cohort.csv"}
+    return {
+        "root": root,
+        "bundle": bundle,
+        "patient": held_out,
+        "cohort_csv": root / "data" / "synth" / "smoke" / "cohort.csv",
+    }
 
 
 def test_bundle_round_trip(trained, tmp_path):
     b = Bundle.load(trained["bundle"])
     assert b.modalities == ["phase", "flair"] and len(b.members) == 1 and 0 <= b.threshold <= 1
-    assert b.model == {"n_modalities": 2, "widths": [8, 16, 32], "fc": [256, 128, 64], "bottleneck": 1, "patch_size": 28,
-                       "dropout": 0.0} and b.context == 32 and b.experiment == "phase_flair"
+    assert (
+        b.model
+        == {
+            "n_modalities": 2,
+            "widths": [8, 16, 32],
+            "fc": [256, 128, 64],
+            "bottleneck": 1,
+            "patch_size": 28,
+            "dropout": 0.0,
+        }
+        and b.context == 32
+        and b.experiment == "phase_flair"
+    )
     assert "95%" in b.threshold_rule
     b.save(tmp_path / "copy.pt")
     c = Bundle.load(tmp_path / "copy.pt")
@@ -50,7 +77,12 @@ def test_bundle_round_trip(trained, tmp_path):
 def test_predict_one_held_out_patient(trained, tmp_path):
     row = trained["patient"]
     pred = Predictor(trained["bundle"])
-    r = pred.predict_files(row.patient_id, {"phase": row.phase, "flair": row.flair}, row.lesion_mask, anatomy=row.anatomy)
+    r = pred.predict_files(
+        row.patient_id,
+        {"phase": row.phase, "flair": row.flair},
+        row.lesion_mask,
+        anatomy=row.anatomy,
+    )
     folder = write_patient(r, tmp_path)
     ref = nib.load(row.phase)
     for name in ("candidates.nii.gz", "probability.nii.gz"):
@@ -62,12 +94,18 @@ def test_predict_one_held_out_patient(trained, tmp_path):
     probs = np.asarray(nib.load(folder / "probability.nii.gz").dataobj)
     for cand in les.itertuples():
         comp = r.labels == cand.lesion_index
-        assert set(np.unique(codes[comp])) == {{"rim-": 1, "rim+": 2, "excluded": 3}[cand.decision]}  # once, whole, coded
+        assert set(np.unique(codes[comp])) == {
+            {"rim-": 1, "rim+": 2, "excluded": 3}[cand.decision]
+        }  # once, whole, coded
         assert np.allclose(probs[comp], cand.prob)
     assert ((codes > 0) == (r.labels > 0)).all()
     kept = les[les.excluded == ""]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["rim_pos_count"] == int((kept.prob >= summary["threshold"]).sum()) == int((les.decision == "rim+").sum())
+    assert (
+        summary["rim_pos_count"]
+        == int((kept.prob >= summary["threshold"]).sum())
+        == int((les.decision == "rim+").sum())
+    )
     assert summary["chronic_active"] == (summary["rim_pos_count"] >= 4)
     assert set(kept.location) <= {"periventricular", "juxtacortical", "deep_wm", "other"}
 
@@ -75,12 +113,18 @@ def test_predict_one_held_out_patient(trained, tmp_path):
 def test_candidates_match_preprocessing(trained):
     row = trained["patient"]
     r = Predictor(trained["bundle"]).predict_row(row)
-    cache = pd.read_csv(trained["root"] / "data" / "cache" / "smoke" / "lesions.csv", keep_default_na=False)
-    orig = cache[(cache.patient_id == row.patient_id) & (cache.augmentation == "none")].set_index("lesion_id")
+    cache = pd.read_csv(
+        trained["root"] / "data" / "cache" / "smoke" / "lesions.csv", keep_default_na=False
+    )
+    orig = cache[(cache.patient_id == row.patient_id) & (cache.augmentation == "none")].set_index(
+        "lesion_id"
+    )
     mine = r.lesions.set_index("lesion_id")
     assert sorted(orig.index) == sorted(mine.index)
-    np.testing.assert_allclose(mine.loc[orig.index, ["center_i", "center_j", "center_k", "volume_mm3"]],
-                               orig[["center_i", "center_j", "center_k", "volume_mm3"]])
+    np.testing.assert_allclose(
+        mine.loc[orig.index, ["center_i", "center_j", "center_k", "volume_mm3"]],
+        orig[["center_i", "center_j", "center_k", "volume_mm3"]],
+    )
     # the rim+-in-patch rule needs the consensus rim map, which new patients do not have
     expected = orig.excluded.replace("rim_plus_in_patch", "")
     assert (mine.loc[orig.index, "excluded"] == expected).all()
@@ -101,7 +145,10 @@ def test_lesion_at_point_in_voxels_and_mm(trained):
 def test_ensemble_is_the_mean_of_its_members(trained, tmp_path):
     b = Bundle.load(trained["bundle"])
     torch.manual_seed(0)
-    other = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in b.members[0].items()}
+    other = {
+        k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in b.members[0].items()
+    }
     two = Bundle(**{**b.__dict__, "members": [b.members[0], other]})
     one_b = Bundle(**{**b.__dict__, "members": [other]})
     row = trained["patient"]
@@ -115,35 +162,88 @@ def test_ensemble_is_the_mean_of_its_members(trained, tmp_path):
 
 def test_cli_cohort_mode_and_at(trained, tmp_path, capsys):
     sub = pd.read_csv(trained["cohort_csv"]).head(2)
-    sub.drop(columns=["rim_mask", "rater1_mask", "rater2_mask"]).to_csv(trained["cohort_csv"].parent / "two.csv", index=False)
-    assert cli_main(["predict", "--bundle", str(trained["bundle"]), "--cohort", str(trained["cohort_csv"].parent / "two.csv"),
-                     "--out", str(tmp_path / "many"), "--device", "cpu", "--tta"]) == 0
+    sub.drop(columns=["rim_mask", "rater1_mask", "rater2_mask"]).to_csv(
+        trained["cohort_csv"].parent / "two.csv", index=False
+    )
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--bundle",
+                str(trained["bundle"]),
+                "--cohort",
+                str(trained["cohort_csv"].parent / "two.csv"),
+                "--out",
+                str(tmp_path / "many"),
+                "--device",
+                "cpu",
+                "--tta",
+            ]
+        )
+        == 0
+    )
     merged = pd.read_csv(tmp_path / "many" / "lesions_all.csv")
     assert set(merged.patient_id) == set(sub.patient_id)
     assert len(pd.read_csv(tmp_path / "many" / "patients.csv")) == 2
     row = trained["patient"]
     r = Predictor(trained["bundle"]).predict_row(row)
     ijk = np.argwhere(r.labels == 1)[0]
-    code = cli_main(["predict", "--bundle", str(trained["bundle"]), "--phase", row.phase, "--flair", row.flair, "--lesion-mask",
-                     row.lesion_mask, "--out", str(tmp_path / "one"), "--id", row.patient_id, "--device", "cpu", "--at", *map(str, ijk)])
+    code = cli_main(
+        [
+            "predict",
+            "--bundle",
+            str(trained["bundle"]),
+            "--phase",
+            row.phase,
+            "--flair",
+            row.flair,
+            "--lesion-mask",
+            row.lesion_mask,
+            "--out",
+            str(tmp_path / "one"),
+            "--id",
+            row.patient_id,
+            "--device",
+            "cpu",
+            "--at",
+            *map(str, ijk),
+        ]
+    )
     assert code == 0
     assert f"lesion {row.patient_id}_L0001" in capsys.readouterr().out
 
 
 def test_bad_inputs_get_clear_errors(trained, tmp_path, capsys):
     row = trained["patient"]
-    base = ["predict", "--bundle", str(trained["bundle"]), "--lesion-mask", row.lesion_mask, "--out", str(tmp_path / "o"),
-            "--device", "cpu"]
+    base = [
+        "predict",
+        "--bundle",
+        str(trained["bundle"]),
+        "--lesion-mask",
+        row.lesion_mask,
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cpu",
+    ]
     assert cli_main(base + ["--phase", row.phase]) == 2  # the bundle needs FLAIR too
     assert "missing ['flair']" in capsys.readouterr().err
     bad = nib.load(row.flair)
     arr = np.asarray(bad.dataobj).copy()
     arr[5, 5, 5] = np.nan
     nib.save(nib.Nifti1Image(arr, bad.affine), tmp_path / "flair_nan.nii.gz")
-    assert cli_main(base + ["--phase", row.phase, "--flair", str(tmp_path / "flair_nan.nii.gz"), "--id", "p9"]) == 2
+    assert (
+        cli_main(
+            base
+            + ["--phase", row.phase, "--flair", str(tmp_path / "flair_nan.nii.gz"), "--id", "p9"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "patient p9: flair file" in err and "NaN" in err
-    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # nothing half-written
+    assert not (tmp_path / "o").exists() or not any(
+        (tmp_path / "o").iterdir()
+    )  # nothing half-written
     obj = torch.load(trained["bundle"], weights_only=True)
     torch.save({**obj, "bundle_version": 99}, tmp_path / "future.pt")
     with pytest.raises(BundleError, match="bundle version 99"):

@@ -23,7 +23,9 @@ def test_crop_is_centred_on_the_rounded_centre():
 
 def test_normalise_maps_each_channel_onto_minus_one_one():
     rng = np.random.default_rng(0)
-    p = np.stack([rng.normal(5, 3, (8, 8, 8)), rng.uniform(-100, 0, (8, 8, 8)), np.full((8, 8, 8), 3.0)]).astype(np.float32)
+    p = np.stack(
+        [rng.normal(5, 3, (8, 8, 8)), rng.uniform(-100, 0, (8, 8, 8)), np.full((8, 8, 8), 3.0)]
+    ).astype(np.float32)
     n = normalise(p)
     for c in range(2):
         assert n[c].min() == -1.0 and n[c].max() == 1.0
@@ -38,7 +40,9 @@ def test_rotations_are_exact_and_about_the_centre():
     assert len(ROTATIONS) == 9
     for _, plane, _k in ROTATIONS:
         assert np.array_equal(rotate(rotate(p, plane, 2), plane, 2), p)
-        assert np.array_equal(rotate(rotate(rotate(rotate(p, plane, 1), plane, 1), plane, 1), plane, 1), p)
+        assert np.array_equal(
+            rotate(rotate(rotate(rotate(p, plane, 1), plane, 1), plane, 1), plane, 1), p
+        )
     # 90° about x (plane y-z): (i, j, k) -> (i, k', j') with values moved, nothing interpolated
     r = rotate(p, (1, 2), 1)
     assert np.array_equal(r[:, :, :, :], np.rot90(p, 1, axes=(2, 3)))

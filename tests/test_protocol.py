@@ -19,7 +19,13 @@ from rimnet.models import RimNet
 from rimnet.training.protocol import aggregate_schedules, ensemble_external
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["data=smoke", "logger=csv", "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+TINY = [
+    "data=smoke",
+    "logger=csv",
+    "trainer.max_epochs=2",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+]
 
 
 def fake_cohort(n_per_site=(40, 32), seed=0):
@@ -33,8 +39,16 @@ def fake_cohort(n_per_site=(40, 32), seed=0):
             for k in range(n_pos + n_neg):
                 lid = f"{pid}_L{k:04d}"
                 for aug in ["none"] + (["rot_x90", "elastic1"] if k < n_pos else ["elastic1"]):
-                    lesions.append({"patient_id": pid, "lesion_id": lid if aug == "none" else f"{lid}_{aug}", "source_lesion_id": lid,
-                                    "label": int(k < n_pos), "augmentation": aug, "excluded": ""})
+                    lesions.append(
+                        {
+                            "patient_id": pid,
+                            "lesion_id": lid if aug == "none" else f"{lid}_{aug}",
+                            "source_lesion_id": lid,
+                            "label": int(k < n_pos),
+                            "augmentation": aug,
+                            "excluded": "",
+                        }
+                    )
     return pd.DataFrame(patients), pd.DataFrame(lesions)
 
 
@@ -42,21 +56,27 @@ def test_splits_are_patient_grouped_complete_and_stratified():
     patients, lesions = fake_cohort()
     s = make_splits(patients, lesions, 4, 3, seed=0)
     tests = [set(f["test"]) for f in s["outer"]]
-    assert sum(len(t) for t in tests) == len(patients) and set().union(*tests) == set(patients.patient_id)  # each patient once
+    assert sum(len(t) for t in tests) == len(patients) and set().union(*tests) == set(
+        patients.patient_id
+    )  # each patient once
     fold_of = {p: k for k, t in enumerate(tests) for p in t}
     # every lesion and every augmented copy sits in its patient's fold
     assert lesions.groupby("source_lesion_id").patient_id.nunique().max() == 1
     for k, fold in enumerate(s["outer"]):
         assert not set(fold["train"]) & set(fold["test"])
         inner_vals = [set(i["val"]) for i in s["inner"][k]]
-        assert set().union(*inner_vals) == set(fold["train"]) and sum(map(len, inner_vals)) == len(fold["train"])
+        assert set().union(*inner_vals) == set(fold["train"]) and sum(map(len, inner_vals)) == len(
+            fold["train"]
+        )
         for inner in s["inner"][k]:
             assert not set(inner["train"]) & set(inner["val"])
     stats = fold_statistics(s, patients, lesions)
     for site, g in stats.groupby("site"):
         n_pat = (patients.site == site).sum()
         assert g.patients.max() - g.patients.min() <= max(2, 0.25 * n_pat / 4)
-        assert g["rim+"].max() - g["rim+"].min() <= 0.35 * g["rim+"].mean() + 2  # stratified within tolerance
+        assert (
+            g["rim+"].max() - g["rim+"].min() <= 0.35 * g["rim+"].mean() + 2
+        )  # stratified within tolerance
         assert g["rim-"].max() - g["rim-"].min() <= 0.35 * g["rim-"].mean() + 2
     assert all(fold_of[p] == k for k, t in enumerate(tests) for p in t)
 
@@ -66,15 +86,21 @@ def test_splits_file_is_reused_and_hand_edits_are_respected(tmp_path, capsys):
     path = tmp_path / "splits.json"
     first = load_or_make_splits(path, patients, lesions)
     assert "rim+" in capsys.readouterr().out  # fold statistics printed when written
-    assert load_or_make_splits(path, patients, lesions, seed=99)["outer"] == first["outer"]  # reused, not remade
+    assert (
+        load_or_make_splits(path, patients, lesions, seed=99)["outer"] == first["outer"]
+    )  # reused, not remade
     edited = json.loads(path.read_text())
     moved = edited["outer"][0]["test"].pop()
     edited["outer"][1]["test"].append(moved)
     for k in (0, 1):
-        edited["outer"][k]["train"] = sorted(set(patients.patient_id) - set(edited["outer"][k]["test"]))
+        edited["outer"][k]["train"] = sorted(
+            set(patients.patient_id) - set(edited["outer"][k]["test"])
+        )
     for k in (0, 1):  # hand-edited inner folds: three interleaved parts of the new training set
         train = edited["outer"][k]["train"]
-        edited["inner"][k] = [{"val": train[j::3], "train": sorted(set(train) - set(train[j::3]))} for j in range(3)]
+        edited["inner"][k] = [
+            {"val": train[j::3], "train": sorted(set(train) - set(train[j::3]))} for j in range(3)
+        ]
     path.write_text(json.dumps(edited))
     assert moved in load_or_make_splits(path, patients, lesions)["outer"][1]["test"]
     edited["outer"][2]["test"].append("ghost")
@@ -84,13 +110,20 @@ def test_splits_file_is_reused_and_hand_edits_are_respected(tmp_path, capsys):
     edited["outer"][2]["test"].remove("ghost")
     edited["outer"][2]["test"].append(moved)
     path.write_text(json.dumps(edited))
-    with pytest.raises(SplitError, match=f"patient '{moved}' is in the test set of outer folds 1 and 2"):
+    with pytest.raises(
+        SplitError, match=f"patient '{moved}' is in the test set of outer folds 1 and 2"
+    ):
         load_or_make_splits(path, patients, lesions)
 
 
 def test_schedule_aggregation():
     assert aggregate_schedules([[5, 3, 3, 3], [7, 4, 3, 3], [6, 3, 4, 3]]) == [6, 3, 3, 3]
-    assert aggregate_schedules([[1, 0, 0, 0], [2, 1, 0, 0], [2, 0, 0, 0]]) == [2, 0, 0, 0]  # 1.67 -> 2, 0.33 -> 0
+    assert aggregate_schedules([[1, 0, 0, 0], [2, 1, 0, 0], [2, 0, 0, 0]]) == [
+        2,
+        0,
+        0,
+        0,
+    ]  # 1.67 -> 2, 0.33 -> 0
     assert aggregate_schedules([[4, 3, 3, 4], [5, 3, 3, 5]]) == [5, 3, 3, 5]  # halves round up
     assert aggregate_schedules([[0, 0, 0, 0]] * 3) == [1, 0, 0, 0]
 
@@ -101,8 +134,17 @@ def test_ensemble_is_the_mean_of_the_fold_models(tmp_path):
     probs = rng.random((4, 10))
     for k in range(4):
         order = rng.permutation(10)  # rows in any order
-        df = pd.DataFrame({"lesion_id": np.array(ids)[order], "patient_id": "lau001", "site": "lausanne", "label": 0,
-                           "prob": probs[k, order], "experiment": "ics", "fold": k})
+        df = pd.DataFrame(
+            {
+                "lesion_id": np.array(ids)[order],
+                "patient_id": "lau001",
+                "site": "lausanne",
+                "label": 0,
+                "prob": probs[k, order],
+                "experiment": "ics",
+                "fold": k,
+            }
+        )
         (tmp_path / f"fold{k}").mkdir()
         df.to_csv(tmp_path / f"fold{k}" / "external_predictions.csv", index=False)
     ens = pd.read_csv(ensemble_external(tmp_path, 4)).set_index("lesion_id").loc[ids]
@@ -127,7 +169,9 @@ def root(tmp_path_factory) -> Path:
 def _check_job(job_dir: Path, cache_lesions: pd.DataFrame | None = None) -> dict:
     job = json.loads((job_dir / "job.json").read_text())
     assert job["status"] == "done" and len(job["inner_schedules"]) == 3
-    assert json.loads((job_dir / "schedule.json").read_text())["aggregated"] == job["fixed_schedule"]
+    assert (
+        json.loads((job_dir / "schedule.json").read_text())["aggregated"] == job["fixed_schedule"]
+    )
     preds = pd.read_csv(job_dir / "predictions.csv")
     assert len(preds) == job["n_test_lesions"] > 0 and preds.lesion_id.is_unique
     assert not preds.lesion_id.str.contains("elastic|rot_").any()  # original patches only
@@ -150,36 +194,65 @@ def test_basic_launcher_sweep_then_rerun_skips(root):
     flair = (sweep / "flair" / "fold0" / "predictions.csv").read_bytes()
     out = _sweep(root, "+experiment=flair", "fold=0", "force=true", *TINY)
     assert "skipped" not in out.stdout
-    assert (sweep / "flair" / "fold0" / "predictions.csv").read_bytes() == flair  # seeded: the same job, the same result
+    assert (
+        sweep / "flair" / "fold0" / "predictions.csv"
+    ).read_bytes() == flair  # seeded: the same job, the same result
 
 
 def test_joblib_launcher_sweep(root):
-    _sweep(root, "+experiment=t2star", "fold=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY)
+    _sweep(
+        root,
+        "+experiment=t2star",
+        "fold=1,2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *TINY,
+    )
     for k in (1, 2):
         _check_job(root / "outputs" / "sweeps" / "smoke" / "t2star" / f"fold{k}")
 
 
 def test_submitit_local_launcher_job(root):
-    _sweep(root, "+experiment=phase_flair", "fold=3", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *TINY)
+    _sweep(
+        root,
+        "+experiment=phase_flair",
+        "fold=3",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        *TINY,
+    )
     _check_job(root / "outputs" / "sweeps" / "smoke" / "phase_flair" / "fold3")
 
 
 def test_killed_job_resumes_from_its_checkpoints(root):
     job_dir = root / "outputs" / "sweeps" / "smoke" / "phase" / "fold0"
     job = json.loads((job_dir / "job.json").read_text())
-    (job_dir / "job.json").write_text(json.dumps({**job, "status": "running"}))  # as if killed during the final run
+    (job_dir / "job.json").write_text(
+        json.dumps({**job, "status": "running"})
+    )  # as if killed during the final run
     inner_stamp = (job_dir / "inner0" / "schedule.json").stat().st_mtime_ns
     preds = (job_dir / "predictions.csv").read_bytes()
     (job_dir / "final" / "checkpoints" / "last.ckpt").write_bytes(b"cut short by kill -9")
     out = _sweep(root, "+experiment=phase", "fold=0", *TINY)
     assert "skipped" not in out.stdout
-    assert (job_dir / "inner0" / "schedule.json").stat().st_mtime_ns == inner_stamp  # finished inner runs are kept
-    assert (job_dir / "predictions.csv").read_bytes() == preds  # the damaged checkpoint is set aside, same result
+    assert (
+        job_dir / "inner0" / "schedule.json"
+    ).stat().st_mtime_ns == inner_stamp  # finished inner runs are kept
+    assert (
+        job_dir / "predictions.csv"
+    ).read_bytes() == preds  # the damaged checkpoint is set aside, same result
     assert json.loads((job_dir / "job.json").read_text())["status"] == "done"
 
 
 def test_inter_center_ensemble_end_to_end(root):
-    _sweep(root, "+experiment=ics_phase_flair", "fold=0,1,2", "data.outer_folds=3", "data.inner_folds=2", *TINY)
+    _sweep(
+        root,
+        "+experiment=ics_phase_flair",
+        "fold=0,1,2",
+        "data.outer_folds=3",
+        "data.inner_folds=2",
+        *TINY,
+    )
     exp = root / "outputs" / "sweeps" / "smoke" / "ics_phase_flair"
     ens = pd.read_csv(exp / "ensemble" / "predictions.csv")
     assert set(ens.site) == {"lausanne"} and set(ens.fold) == {"ensemble"}
@@ -191,10 +264,16 @@ def test_inter_center_ensemble_end_to_end(root):
     usable = les[(les.augmentation == "none") & (les.excluded == "") & (les.site == "lausanne")]
     assert sorted(ens.lesion_id) == sorted(usable.lesion_id)  # every Lausanne lesion, once
     # recompute the four fold models' probabilities by hand and average them
-    x = torch.from_numpy(np.asarray(cache.patches[usable.index.to_numpy()][:, [0, 2], 2:30, 2:30, 2:30], dtype=np.float32))
+    x = torch.from_numpy(
+        np.asarray(
+            cache.patches[usable.index.to_numpy()][:, [0, 2], 2:30, 2:30, 2:30], dtype=np.float32
+        )
+    )
     probs = []
     for k in range(3):
-        state = torch.load(exp / f"fold{k}" / "final" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        state = torch.load(
+            exp / f"fold{k}" / "final" / "checkpoints" / "last.ckpt", weights_only=True
+        )["state_dict"]
         net = RimNet(2, widths=(8, 16, 32))
         net.load_state_dict({key[4:]: v for key, v in state.items() if key.startswith("net.")})
         with torch.no_grad():

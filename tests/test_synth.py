@@ -10,7 +10,14 @@ from sklearn.metrics import cohen_kappa_score
 from rimnet.data.candidates import extract_candidates
 from rimnet.data.cohort import load_patient, read_cohort
 from rimnet.synth import anatomy as A
-from rimnet.synth.phantom import SITES, LesionTruth, draw_rim, draw_rim_count, make_patient, simulate_raters
+from rimnet.synth.phantom import (
+    SITES,
+    LesionTruth,
+    draw_rim,
+    draw_rim_count,
+    make_patient,
+    simulate_raters,
+)
 
 
 def test_smoke_cohort_follows_the_data_contract(smoke_csv):
@@ -49,10 +56,14 @@ def test_rim_shell_phase_is_paramagnetic(smoke_csv):
     pos, neg = [], []
     for _, row in cohort.iterrows():
         vol = load_patient(row)
-        table, labels = extract_candidates(vol.masks["lesion_mask"], vol.affine, rim_mask=vol.masks["rim_mask"])
+        table, labels = extract_candidates(
+            vol.masks["lesion_mask"], vol.affine, rim_mask=vol.masks["rim_mask"]
+        )
         for cand in table.query("excluded == ''").itertuples():
             comp = labels == cand.lesion_index
-            shell = ndimage.binary_dilation(comp, iterations=1) & ~ndimage.binary_erosion(comp, iterations=1)
+            shell = ndimage.binary_dilation(comp, iterations=1) & ~ndimage.binary_erosion(
+                comp, iterations=1
+            )
             (pos if cand.label == 1 else neg).append(vol.images["phase"][shell].mean())
     assert len(pos) >= 4 and len(neg) >= 20
     assert np.mean(pos) > 0.15 and np.mean(pos) - np.mean(neg) > 0.1

@@ -16,13 +16,26 @@ import torch.nn.functional as F
 from helpers import compose_train, read_offline_wandb
 
 from rimnet.config import cv_experiments, experiment_configs
-from rimnet.data.augment import N_VARIANTS, VariantSchedule, batched_variants, decode, torchio_variant
+from rimnet.data.augment import (
+    N_VARIANTS,
+    VariantSchedule,
+    batched_variants,
+    decode,
+    torchio_variant,
+)
 from rimnet.data.datamodule import PatchDataModule
 from rimnet.models import RimNet
 from rimnet.train import train
 from rimnet.training.schedule import Staircase
 
-EXPERIMENTS = {"phase_flair": 2, "phase_t2star": 2, "t2star_flair": 2, "phase": 1, "t2star": 1, "flair": 1}
+EXPERIMENTS = {
+    "phase_flair": 2,
+    "phase_t2star": 2,
+    "t2star_flair": 2,
+    "phase": 1,
+    "t2star": 1,
+    "flair": 1,
+}
 ROOT_REPO = Path(__file__).resolve().parents[1]
 
 
@@ -40,14 +53,18 @@ def test_experiment_configs_compose_and_instantiate(experiment, root, tmp_path):
     assert cfg.modalities[0] == experiment.split("_")[0]
     assert module(torch.zeros(2, len(cfg.modalities), 28, 28, 28)).shape == (2, 2)
     assert module.configure_optimizers().param_groups[0]["lr"] == cfg.schedule.rates[0]
-    assert EXPERIMENTS == {n: len(experiment_configs()[n].modalities) for n in cv_experiments()}  # read from conf/
+    assert EXPERIMENTS == {
+        n: len(experiment_configs()[n].modalities) for n in cv_experiments()
+    }  # read from conf/
 
 
 def test_rimnet_architecture():
     net = RimNet(2, widths=(32, 64, 128))
     assert net.main.block2[0].in_channels == 64  # early fusion: 32 main + 32 second-branch channels
     assert net.second.block2[0].in_channels == 32
-    assert net.main.close.out_channels == 1 and net.head[0].in_features == 2 * 27  # late fusion of 1×3×3×3 each
+    assert (
+        net.main.close.out_channels == 1 and net.head[0].in_features == 2 * 27
+    )  # late fusion of 1×3×3×3 each
     assert [m.out_features for m in net.head if isinstance(m, torch.nn.Linear)] == [256, 128, 64, 2]
     assert sum(isinstance(m, torch.nn.Tanh) for m in net.main.modules()) == 6
     uni = RimNet(1, widths=(8, 16, 32))
@@ -58,18 +75,39 @@ def test_rimnet_architecture():
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_fast_dev_run_every_experiment(experiment, root, tmp_path):
-    cfg = compose_train([f"+experiment={experiment}", "data=smoke", "logger=csv", "+trainer.fast_dev_run=true"], root, tmp_path)
+    cfg = compose_train(
+        [f"+experiment={experiment}", "data=smoke", "logger=csv", "+trainer.fast_dev_run=true"],
+        root,
+        tmp_path,
+    )
     metrics = train(cfg)
     assert "test/loss" in metrics
     preds = pd.read_csv(tmp_path / "predictions.csv")
-    assert set(preds.columns) >= {"lesion_id", "patient_id", "site", "label", "prob", "experiment", "fold"}
+    assert set(preds.columns) >= {
+        "lesion_id",
+        "patient_id",
+        "site",
+        "label",
+        "prob",
+        "experiment",
+        "fold",
+    }
     assert preds.experiment.unique().tolist() == [experiment]
 
 
 def test_cli_writes_run_folder(root, tmp_path):
     env = {**os.environ, "RIMNET_ROOT": str(root), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "rimnet.train", "+experiment=phase", "data=smoke", "logger=csv", "trainer.max_epochs=1",
-           "+trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path}/run"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rimnet.train",
+        "+experiment=phase",
+        "data=smoke",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
     out = subprocess.run(cmd, cwd=ROOT_REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "run"
@@ -79,7 +117,13 @@ def test_cli_writes_run_folder(root, tmp_path):
 
 
 def test_help_lists_config_groups():
-    out = subprocess.run([sys.executable, "-m", "rimnet.train", "--help"], cwd=ROOT_REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "rimnet.train", "--help"],
+        cwd=ROOT_REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0
     for group in ("data:", "model:", "trainer:", "logger:", "experiment:"):
         assert group in out.stdout
@@ -89,7 +133,9 @@ def test_overfit_a_handful_of_patches(smoke_cache):
     torch.manual_seed(0)
     o = smoke_cache.lesions.query("augmentation == 'none' and excluded == ''")
     rows = np.concatenate([o.index[o.label == 1][:4], o.index[o.label == 0][:4]])
-    x = torch.from_numpy(np.asarray(smoke_cache.patches[rows][:, [0, 2], 2:30, 2:30, 2:30], dtype=np.float32))
+    x = torch.from_numpy(
+        np.asarray(smoke_cache.patches[rows][:, [0, 2], 2:30, 2:30, 2:30], dtype=np.float32)
+    )
     y = torch.as_tensor(smoke_cache.lesions.label.to_numpy()[rows])
     net = RimNet(2, widths=(8, 16, 32))
     opt = torch.optim.Adam(net.parameters(), 1e-3)
@@ -123,8 +169,20 @@ def test_staircase_fixed_schedule():
 
 
 def test_fixed_schedule_drives_the_optimiser(root, tmp_path):
-    cfg = compose_train(["+experiment=flair", "data=smoke", "logger=csv", "schedule.fixed_epochs=[1,2,0,0]", "trainer.max_epochs=10",
-                         "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "test=false"], root, tmp_path)
+    cfg = compose_train(
+        [
+            "+experiment=flair",
+            "data=smoke",
+            "logger=csv",
+            "schedule.fixed_epochs=[1,2,0,0]",
+            "trainer.max_epochs=10",
+            "+trainer.limit_train_batches=1",
+            "+trainer.limit_val_batches=1",
+            "test=false",
+        ],
+        root,
+        tmp_path,
+    )
     train(cfg)
     log = pd.read_csv(tmp_path / "csv" / "metrics.csv")
     lrs = log.dropna(subset=["lr"]).groupby("epoch").lr.first().tolist()
@@ -137,7 +195,9 @@ def test_variants_do_not_repeat_before_108_epochs():
     assert all(len(set(row)) == N_VARIANTS for row in seen)
     assert np.array_equal(s.variants(np.arange(50), N_VARIANTS), s.variants(np.arange(50), 0))
     x = torch.randn(1, 1, 32, 32, 32)
-    crops = {batched_variants(x, torch.tensor([v]), 28).numpy().tobytes() for v in range(N_VARIANTS)}
+    crops = {
+        batched_variants(x, torch.tensor([v]), 28).numpy().tobytes() for v in range(N_VARIANTS)
+    }
     assert len(crops) == N_VARIANTS  # all 108 variants differ
     assert decode(0) == (None, (-2, -2, -2)) and decode(107) == (2, (2, 2, 2))
 
@@ -152,7 +212,14 @@ def test_torchio_and_batched_augmentation_agree(smoke_cache):
 
 def test_datamodule_paths_agree_and_eval_is_not_augmented(smoke_cache):
     pats = smoke_cache.patients.patient_id.tolist()
-    kw = dict(modalities=["phase", "flair"], train_ids=pats[:2], val_ids=pats[2:3], test_ids=pats[3:], batch_size=8, seed=5)
+    kw = dict(
+        modalities=["phase", "flair"],
+        train_ids=pats[:2],
+        val_ids=pats[2:3],
+        test_ids=pats[3:],
+        batch_size=8,
+        seed=5,
+    )
     dms = {m: PatchDataModule(smoke_cache, augment=m, **kw) for m in ("batched", "torchio")}
     for epoch in (0, 3):
         batches = {}
@@ -160,19 +227,30 @@ def test_datamodule_paths_agree_and_eval_is_not_augmented(smoke_cache):
             loader = dm.train_dataloader()
             loader.sampler.set_epoch(epoch)
             batches[mode] = dm.on_after_batch_transfer(next(iter(loader)), 0)
-        assert torch.equal(batches["batched"][0], batches["torchio"][0]) and batches["batched"][0].shape == (8, 2, 28, 28, 28)
+        assert torch.equal(batches["batched"][0], batches["torchio"][0]) and batches["batched"][
+            0
+        ].shape == (8, 2, 28, 28, 28)
     dm = dms["batched"]
     first = [dm.on_after_batch_transfer(b, 0)[0] for b in dm.val_dataloader()]
     again = [dm.on_after_batch_transfer(b, 0)[0] for b in dm.val_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
-    assert set(dm.table("val").augmentation) == {"none"} and set(dm.table("test").augmentation) == {"none"}
+    assert set(dm.table("val").augmentation) == {"none"} and set(dm.table("test").augmentation) == {
+        "none"
+    }
     assert set(dm.table("train").patient_id) <= set(pats[:2])
     with pytest.raises(ValueError, match="not in the cache"):
         PatchDataModule(smoke_cache, ["phase"], train_ids=["nobody"])
 
 
 def test_resume_continues_the_epoch_count(root, tmp_path):
-    base = ["+experiment=phase", "data=smoke", "logger=csv", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test=false"]
+    base = [
+        "+experiment=phase",
+        "data=smoke",
+        "logger=csv",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "test=false",
+    ]
     train(compose_train(base + ["trainer.max_epochs=1"], root, tmp_path / "a"))
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["epoch"] == 0
@@ -184,8 +262,18 @@ def test_resume_continues_the_epoch_count(root, tmp_path):
 
 
 def test_wandb_offline_run_holds_the_metrics(root, tmp_path):
-    cfg = compose_train(["+experiment=phase", "data=smoke", "logger=wandb", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
-                         "+trainer.limit_val_batches=1"], root, tmp_path)
+    cfg = compose_train(
+        [
+            "+experiment=phase",
+            "data=smoke",
+            "logger=wandb",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+        ],
+        root,
+        tmp_path,
+    )
     train(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -195,23 +283,44 @@ def test_wandb_offline_run_holds_the_metrics(root, tmp_path):
 
 
 def test_same_seed_same_metrics(root, tmp_path):
-    base = ["+experiment=phase_flair", "data=smoke", "logger=csv", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
-            "+trainer.limit_val_batches=2"]
+    base = [
+        "+experiment=phase_flair",
+        "data=smoke",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=2",
+    ]
     m1 = train(compose_train(base, root, tmp_path / "a"))
     m2 = train(compose_train(base, root, tmp_path / "b"))
     assert m1 == m2 and "test/auroc" in m1
-    assert (tmp_path / "a" / "predictions.csv").read_bytes() == (tmp_path / "b" / "predictions.csv").read_bytes()
+    assert (tmp_path / "a" / "predictions.csv").read_bytes() == (
+        tmp_path / "b" / "predictions.csv"
+    ).read_bytes()
     m3 = train(compose_train(base + ["seed=7"], root, tmp_path / "c"))
     assert m3 != m1  # the seed decides
 
 
 def test_resumed_run_equals_an_uninterrupted_one(root, tmp_path):
-    base = ["+experiment=phase", "data=smoke", "logger=csv", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+    base = [
+        "+experiment=phase",
+        "data=smoke",
+        "logger=csv",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+    ]
     train(compose_train(base + ["trainer.max_epochs=2"], root, tmp_path / "straight"))
-    train(compose_train(base + ["trainer.max_epochs=1", "test=false"], root, tmp_path / "cut"))  # stopped after epoch 0
+    train(
+        compose_train(base + ["trainer.max_epochs=1", "test=false"], root, tmp_path / "cut")
+    )  # stopped after epoch 0
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
-    train(compose_train(base + ["trainer.max_epochs=2", f"ckpt_path={last}"], root, tmp_path / "cut"))
+    train(
+        compose_train(base + ["trainer.max_epochs=2", f"ckpt_path={last}"], root, tmp_path / "cut")
+    )
     straight, resumed = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("straight", "cut"))
     pd.testing.assert_frame_equal(straight, resumed)
     log = pd.read_csv(tmp_path / "cut" / "csv" / "metrics.csv")
-    assert log.dropna(subset=["train/loss"]).epoch.tolist() == [0, 1]  # resume appends to metrics.csv
+    assert log.dropna(subset=["train/loss"]).epoch.tolist() == [
+        0,
+        1,
+    ]  # resume appends to metrics.csv

@@ -61,7 +61,8 @@ class VariantSchedule:
 
 
 def torchio_variant(patch: torch.Tensor, variant: int, patch_size: int) -> torch.Tensor:
-    """Reference: apply one variant to a (C, S, S, S) context patch with TorchIO; returns (C, P, P, P)."""
+    """Reference: apply one variant to a (C, S, S, S) context patch with TorchIO; returns (C, P, P,
+    P)."""
     import torchio as tio
 
     margin = (patch.shape[-1] - patch_size) // 2
@@ -94,5 +95,7 @@ def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -
         flipped = (flip == d + 1).unsqueeze(1)
         idx.append(torch.where(flipped, S - 1 - pos, pos))
     b = torch.arange(B, device=dev).view(B, 1, 1, 1)
-    out = x[b, :, idx[0].view(B, -1, 1, 1), idx[1].view(B, 1, -1, 1), idx[2].view(B, 1, 1, -1)]  # (B, P, P, P, C)
+    out = x[
+        b, :, idx[0].view(B, -1, 1, 1), idx[1].view(B, 1, -1, 1), idx[2].view(B, 1, 1, -1)
+    ]  # (B, P, P, P, C)
     return out.permute(0, 4, 1, 2, 3)  # a channels-last-3d view: no copy

@@ -36,7 +36,15 @@ from rimnet.data.contract import (
 )
 from rimnet.data.patches import ROTATIONS, ElasticDeformer, rotate
 from rimnet.errors import ConfigError
-from rimnet.io import atomic_dir, check_replaceable, file_lock, file_signature, fingerprint, lock_for, write_json
+from rimnet.io import (
+    atomic_dir,
+    check_replaceable,
+    file_lock,
+    file_signature,
+    fingerprint,
+    lock_for,
+    write_json,
+)
 
 CACHE_VERSION = 1
 RIM_OUTSIDE_POLICIES = ("error", "warn", "ignore")
@@ -94,8 +102,11 @@ class PatchCache:
 
 def _inputs_signature(cohort: pd.DataFrame, cfg: PreprocessConfig) -> list:
     cols = [c for c in (*cfg.modalities, *MASKS) if c in cohort.columns]
-    return [[row.patient_id, row.site, row.scanner] + [file_signature(row[c]) if row[c] and Path(row[c]).exists() else row[c] for c in cols]
-            for _, row in cohort.iterrows()]
+    return [
+        [row.patient_id, row.site, row.scanner]
+        + [file_signature(row[c]) if row[c] and Path(row[c]).exists() else row[c] for c in cols]
+        for _, row in cohort.iterrows()
+    ]
 
 
 def check_rim_annotation(vol: PatientVolumes, table: pd.DataFrame, policy: str, path: str) -> None:
@@ -108,21 +119,34 @@ def check_rim_annotation(vol: PatientVolumes, table: pd.DataFrame, policy: str, 
     if rim is None or not rim.any():
         return
     if policy not in RIM_OUTSIDE_POLICIES:
-        raise CohortError(f"params.rim_outside_lesion must be one of {list(RIM_OUTSIDE_POLICIES)}, not {policy!r}")
+        raise CohortError(
+            f"params.rim_outside_lesion must be one of {list(RIM_OUTSIDE_POLICIES)}, not {policy!r}"
+        )
     n, voxels = rim_instances_outside(vol.masks["lesion_mask"], rim)
     if n and policy != "ignore":
-        msg = (f"patient {vol.patient_id}: rim_mask file {path} has {n} rim+ annotation(s) ({voxels} voxels) that touch "
-               "no lesion of the lesion mask (wrong space or file?); set params.rim_outside_lesion=warn to go on")
+        msg = (
+            f"patient {vol.patient_id}: rim_mask file {path} has {n} rim+ annotation(s) ({voxels} "
+            f"voxels) that touch "
+            "no lesion of the lesion mask (wrong space or file?); set "
+            "params.rim_outside_lesion=warn to go on"
+        )
         if policy == "error":
             raise CohortError(msg)
         warnings.warn(msg, stacklevel=2)
     if not (table["label"] == 1).any():
-        raise CohortError(f"patient {vol.patient_id}: rim_mask file {path} is not empty but overlaps none of the "
-                          f"{len(table)} candidate(s) of the lesion mask, so every lesion would be rim-")
+        raise CohortError(
+            f"patient {vol.patient_id}: rim_mask file {path} is not empty but overlaps none of the "
+            f"{len(table)} candidate(s) of the lesion mask, so every lesion would be rim-"
+        )
 
 
-def build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessConfig = PreprocessConfig(),
-                force: bool = False, progress: bool = True) -> PatchCache:
+def build_cache(
+    cohort_csv: str | Path,
+    cache_dir: str | Path,
+    cfg: PreprocessConfig = PreprocessConfig(),
+    force: bool = False,
+    progress: bool = True,
+) -> PatchCache:
     """Build (or reuse) the patch cache of a cohort and return it loaded.
 
     Takes the cache's lock, so parallel jobs that need the same cache wait for the first one.
@@ -137,13 +161,24 @@ def build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessCo
         return _build_cache(cohort_csv, cache_dir, cfg, force, progress)
 
 
-def _build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessConfig, force: bool,
-                 progress: bool) -> PatchCache:
+def _build_cache(
+    cohort_csv: str | Path,
+    cache_dir: str | Path,
+    cfg: PreprocessConfig,
+    force: bool,
+    progress: bool,
+) -> PatchCache:
     cohort = read_cohort(cohort_csv, cfg.modalities, cfg.sites)
-    key = fingerprint({"version": CACHE_VERSION, "params": asdict(cfg), "inputs": _inputs_signature(cohort, cfg)})
+    key = fingerprint(
+        {"version": CACHE_VERSION, "params": asdict(cfg), "inputs": _inputs_signature(cohort, cfg)}
+    )
     cache_dir = Path(cache_dir)
     meta_path = cache_dir / "meta.json"
-    if not force and meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == key:
+    if (
+        not force
+        and meta_path.exists()
+        and json.loads(meta_path.read_text()).get("fingerprint") == key
+    ):
         return load_cache(cache_dir)
     with atomic_dir(cache_dir, "patch-cache", "cache_dir") as tmp:
         rows, patients = _write_patches(cohort, cfg, tmp / "patches.bin", progress)
@@ -154,16 +189,26 @@ def _build_cache(cohort_csv: str | Path, cache_dir: str | Path, cfg: PreprocessC
     return load_cache(cache_dir)
 
 
-def _write_patches(cohort: pd.DataFrame, cfg: PreprocessConfig, path: Path, progress: bool) -> tuple[list, list]:
-    """Stream every patient's patches into ``path``; returns the lesion rows and the patient rows."""
+def _write_patches(
+    cohort: pd.DataFrame, cfg: PreprocessConfig, path: Path, progress: bool
+) -> tuple[list, list]:
+    """Stream every patient's patches into ``path``; returns the lesion rows and the patient
+    rows."""
     deformer = ElasticDeformer(seed=cfg.seed) if cfg.elastic_copies > 0 else None
     rows, patients = [], []
     with open(path, "wb") as fh:
         bar = tqdm(list(cohort.iterrows()), desc="preprocess", unit="patient", disable=not progress)
         for _, cohort_row in bar:
             vol, table = _patient_candidates(cohort_row, cfg)
-            patients.append({"patient_id": vol.patient_id, "site": vol.site, "scanner": vol.scanner,
-                             "voxel_mm": float(vol.voxel_mm.mean()), "n_candidates": len(table)})
+            patients.append(
+                {
+                    "patient_id": vol.patient_id,
+                    "site": vol.site,
+                    "scanner": vol.scanner,
+                    "voxel_mm": float(vol.voxel_mm.mean()),
+                    "n_candidates": len(table),
+                }
+            )
             for row, patch in _patient_patches(vol, table, cfg, deformer):
                 fh.write(np.ascontiguousarray(patch, dtype=np.dtype(cfg.dtype)).tobytes())
                 rows.append(row)
@@ -171,7 +216,9 @@ def _write_patches(cohort: pd.DataFrame, cfg: PreprocessConfig, path: Path, prog
     return rows, patients
 
 
-def _patient_candidates(cohort_row: pd.Series, cfg: PreprocessConfig) -> tuple[PatientVolumes, pd.DataFrame]:
+def _patient_candidates(
+    cohort_row: pd.Series, cfg: PreprocessConfig
+) -> tuple[PatientVolumes, pd.DataFrame]:
     """Load and check one patient, and extract its candidates (§2.3-2.4)."""
     vol = load_patient(cohort_row, cfg.modalities, resample=cfg.resample)
     masks = {m: vol.masks.get(m) for m in MASKS if m != "lesion_mask"}
@@ -180,28 +227,51 @@ def _patient_candidates(cohort_row: pd.Series, cfg: PreprocessConfig) -> tuple[P
     return vol, table
 
 
-def _patient_patches(vol: PatientVolumes, table: pd.DataFrame, cfg: PreprocessConfig,
-                     deformer: ElasticDeformer | None) -> Iterator[tuple[dict, np.ndarray]]:
+def _patient_patches(
+    vol: PatientVolumes,
+    table: pd.DataFrame,
+    cfg: PreprocessConfig,
+    deformer: ElasticDeformer | None,
+) -> Iterator[tuple[dict, np.ndarray]]:
     """(lesion row, patch) of every stored patch of one patient, in storage order."""
     stack = [vol.images[m] for m in cfg.modalities]
     for cand in table.itertuples(index=False):
         source = lesion_id(vol.patient_id, cand.lesion_index)
-        base = {"patient_id": vol.patient_id, "site": vol.site, "scanner": vol.scanner,
-                "source_lesion_id": source, **cand._asdict()}
+        base = {
+            "patient_id": vol.patient_id,
+            "site": vol.site,
+            "scanner": vol.scanner,
+            "source_lesion_id": source,
+            **cand._asdict(),
+        }
         centre = np.array([cand.center_i, cand.center_j, cand.center_k])
         for tag, patch in _lesion_variants(stack, centre, cand, cfg, deformer):
-            yield {**base, "lesion_id": source if tag == "none" else f"{source}_{tag}", "augmentation": tag}, patch
+            yield (
+                {
+                    **base,
+                    "lesion_id": source if tag == "none" else f"{source}_{tag}",
+                    "augmentation": tag,
+                },
+                patch,
+            )
 
 
-def _lesion_variants(stack: list[np.ndarray], centre: np.ndarray, cand: Any, cfg: PreprocessConfig,
-                     deformer: ElasticDeformer | None) -> list[tuple[str, np.ndarray]]:
+def _lesion_variants(
+    stack: list[np.ndarray],
+    centre: np.ndarray,
+    cand: Any,
+    cfg: PreprocessConfig,
+    deformer: ElasticDeformer | None,
+) -> list[tuple[str, np.ndarray]]:
     """The original patch, and for kept labelled candidates the offline augmentation of §2.6:
     rim+ rotated 90/180/270° about each axis (×10), then elastic copies of every patch."""
     context = cfg.context
     variants = [("none", extract_patch(stack, centre, context))]
     if cand.excluded or cand.label < 0:
         return variants
-    margin_cube = np.stack([crop_centered(img, centre, context + 2 * cfg.elastic_margin) for img in stack])
+    margin_cube = np.stack(
+        [crop_centered(img, centre, context + 2 * cfg.elastic_margin) for img in stack]
+    )
     sources = [("none", margin_cube)]
     if cfg.rotate_rim and cand.label == 1:
         sources += [(name, rotate(margin_cube, plane, k)) for name, plane, k in ROTATIONS]
@@ -214,15 +284,25 @@ def _lesion_variants(stack: list[np.ndarray], centre: np.ndarray, cand: Any, cfg
     return variants
 
 
-def _meta(key: str, cohort_csv: str | Path, cfg: PreprocessConfig, lesions: pd.DataFrame, n_patients: int) -> dict:
+def _meta(
+    key: str, cohort_csv: str | Path, cfg: PreprocessConfig, lesions: pd.DataFrame, n_patients: int
+) -> dict:
     originals = lesions[lesions["augmentation"] == "none"]
     c = cfg.context
     return {
-        "fingerprint": key, "version": CACHE_VERSION, "cohort": str(Path(cohort_csv).resolve()),
-        "shape": [len(lesions), len(cfg.modalities), c, c, c], "dtype": cfg.dtype,
-        "modalities": list(cfg.modalities), "params": asdict(cfg),
-        "counts": {"patients": n_patients, "patches": len(lesions), "candidates": int(len(originals)),
-                   "excluded": originals["excluded"].replace("", "kept").value_counts().to_dict()},
+        "fingerprint": key,
+        "version": CACHE_VERSION,
+        "cohort": str(Path(cohort_csv).resolve()),
+        "shape": [len(lesions), len(cfg.modalities), c, c, c],
+        "dtype": cfg.dtype,
+        "modalities": list(cfg.modalities),
+        "params": asdict(cfg),
+        "counts": {
+            "patients": n_patients,
+            "patches": len(lesions),
+            "candidates": int(len(originals)),
+            "excluded": originals["excluded"].replace("", "kept").value_counts().to_dict(),
+        },
     }
 
 
@@ -231,13 +311,19 @@ def load_cache(cache_dir: str | Path) -> PatchCache:
     cache_dir = Path(cache_dir)
     meta_path = cache_dir / "meta.json"
     if not meta_path.exists():
-        raise FileNotFoundError(f"{cache_dir} is not a patch cache (no meta.json); run python -m rimnet.preprocess")
+        raise FileNotFoundError(
+            f"{cache_dir} is not a patch cache (no meta.json); run python -m rimnet.preprocess"
+        )
     meta = json.loads(meta_path.read_text())
     shape = tuple(meta["shape"])
     if shape[0] == 0:
         patches = np.zeros(shape, dtype=meta["dtype"])
     else:
         patches = np.memmap(cache_dir / "patches.bin", dtype=meta["dtype"], mode="r", shape=shape)
-    lesions = pd.read_csv(cache_dir / "lesions.csv", dtype={"excluded": str, "location": str}, keep_default_na=False)
-    patients = pd.read_csv(cache_dir / "patients.csv", dtype={"patient_id": str, "scanner": str}, keep_default_na=False)
+    lesions = pd.read_csv(
+        cache_dir / "lesions.csv", dtype={"excluded": str, "location": str}, keep_default_na=False
+    )
+    patients = pd.read_csv(
+        cache_dir / "patients.csv", dtype={"patient_id": str, "scanner": str}, keep_default_na=False
+    )
     return PatchCache(patches, lesions, patients, meta, cache_dir)

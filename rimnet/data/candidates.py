@@ -23,7 +23,8 @@ class CandidateRules:
         max_voxels: components above this voxel count are excluded (``too_large``).
         max_rim_voxels_in_patch: rim- candidates whose patch holds more rim+ voxels are excluded.
         patch_size: side of the patch used for the rim+-in-patch rule.
-        periventricular_mm / juxtacortical_mm: dilation of ventricles / cortex for the location rule.
+        periventricular_mm / juxtacortical_mm: dilation of ventricles / cortex for the location
+        rule.
     """
 
     min_volume_mm3: float = 12.3
@@ -39,7 +40,9 @@ def components(lesion_mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(lesion_mask > 0, structure=CONNECTIVITY_6)
 
 
-def _overlap_label(instances: np.ndarray | None, sl: tuple[slice, ...], comp: np.ndarray) -> int | None:
+def _overlap_label(
+    instances: np.ndarray | None, sl: tuple[slice, ...], comp: np.ndarray
+) -> int | None:
     if instances is None:
         return None
     return int((instances[sl][comp] > 0).any())
@@ -88,7 +91,9 @@ def dilate_mm(mask: np.ndarray, radius_mm: float, voxel_mm: float | np.ndarray) 
     return ndimage.distance_transform_edt(~mask, sampling=voxel_mm) <= radius_mm
 
 
-def location_regions(anatomy: np.ndarray, voxel_mm: np.ndarray, rules: CandidateRules) -> dict[str, np.ndarray]:
+def location_regions(
+    anatomy: np.ndarray, voxel_mm: np.ndarray, rules: CandidateRules
+) -> dict[str, np.ndarray]:
     """Dilated ventricles and cortex used by the location rule."""
     return {
         "periventricular": dilate_mm(anatomy == VENTRICLE, rules.periventricular_mm, voxel_mm),
@@ -100,12 +105,27 @@ def _geometry(comp: np.ndarray, com: np.ndarray, affine: np.ndarray, voxel_mm: n
     """Size and centre of mass (voxels and mm) of one component."""
     nvox = int(comp.sum())
     mm = affine[:3, :3] @ com + affine[:3, 3]
-    return {"n_voxels": nvox, "volume_mm3": nvox * float(np.prod(voxel_mm)), "center_i": com[0], "center_j": com[1],
-            "center_k": com[2], "center_x": mm[0], "center_y": mm[1], "center_z": mm[2]}
+    return {
+        "n_voxels": nvox,
+        "volume_mm3": nvox * float(np.prod(voxel_mm)),
+        "center_i": com[0],
+        "center_j": com[1],
+        "center_k": com[2],
+        "center_x": mm[0],
+        "center_y": mm[1],
+        "center_z": mm[2],
+    }
 
 
-def _exclusion(row: dict, sl: tuple[slice, ...], comp: np.ndarray, com: np.ndarray, rules: CandidateRules,
-               air_mask: np.ndarray | None, rim_any: np.ndarray | None) -> str:
+def _exclusion(
+    row: dict,
+    sl: tuple[slice, ...],
+    comp: np.ndarray,
+    com: np.ndarray,
+    rules: CandidateRules,
+    air_mask: np.ndarray | None,
+    rim_any: np.ndarray | None,
+) -> str:
     """The first exclusion rule (§2.3-2.4) that applies to a candidate, or ``""``."""
     if row["volume_mm3"] < rules.min_volume_mm3:
         return "below_min_volume"
@@ -158,12 +178,32 @@ def extract_candidates(
         row = {"lesion_index": idx, **_geometry(comp, com, affine, voxel_mm)}
         label = _overlap_label(rim_mask, sl, comp)
         r1, r2 = _overlap_label(rater1_mask, sl, comp), _overlap_label(rater2_mask, sl, comp)
-        row.update({"label": -1 if label is None else label, "rater1": -1 if r1 is None else r1,
-                    "rater2": -1 if r2 is None else r2,
-                    "consensus_needed": bool(r1 is not None and r2 is not None and r1 != r2),
-                    "location": _location(anatomy, regions, sl, comp)})
+        row.update(
+            {
+                "label": -1 if label is None else label,
+                "rater1": -1 if r1 is None else r1,
+                "rater2": -1 if r2 is None else r2,
+                "consensus_needed": bool(r1 is not None and r2 is not None and r1 != r2),
+                "location": _location(anatomy, regions, sl, comp),
+            }
+        )
         row["excluded"] = _exclusion(row, sl, comp, com, rules, air_mask, rim_any)
         rows.append(row)
-    cols = ["lesion_index", "n_voxels", "volume_mm3", "center_i", "center_j", "center_k", "center_x", "center_y",
-            "center_z", "label", "rater1", "rater2", "consensus_needed", "location", "excluded"]
+    cols = [
+        "lesion_index",
+        "n_voxels",
+        "volume_mm3",
+        "center_i",
+        "center_j",
+        "center_k",
+        "center_x",
+        "center_y",
+        "center_z",
+        "label",
+        "rater1",
+        "rater2",
+        "consensus_needed",
+        "location",
+        "excluded",
+    ]
     return pd.DataFrame(rows, columns=cols), labels

@@ -1,4 +1,5 @@
-"""Read and validate a cohort (``cohort.csv`` + NIfTI), with errors that name patient, file and problem.
+"""Read and validate a cohort (``cohort.csv`` + NIfTI), with errors that name patient, file and
+problem.
 
 The data contract is in the README. Every image of a patient must share the 3D-EPI grid (shape and
 affine); ``resample=True`` instead resamples mismatched images onto the phase image's grid with
@@ -47,7 +48,10 @@ def check_patient_id(pid: object, where: str = "") -> str:
     elif text != text.strip():
         problem = "starts or ends with whitespace"
     if problem:
-        raise CohortError(f"patient id {text!r}{at} {problem}; ids become folder names: use letters, digits, '-' or '_'")
+        raise CohortError(
+            f"patient id {text!r}{at} {problem}; ids become folder names: use letters, digits, "
+            f"'-' or '_'"
+        )
     return text
 
 
@@ -67,7 +71,11 @@ class PatientVolumes:
         return np.sqrt((self.affine[:3, :3] ** 2).sum(0))
 
 
-def read_cohort(csv: str | Path, modalities: tuple[str, ...] | list[str] = MODALITIES, sites: list[str] | None = None) -> pd.DataFrame:
+def read_cohort(
+    csv: str | Path,
+    modalities: tuple[str, ...] | list[str] = MODALITIES,
+    sites: list[str] | None = None,
+) -> pd.DataFrame:
     """Read ``cohort.csv``, check its columns, ids and sites, and make paths absolute.
 
     Args:
@@ -77,7 +85,11 @@ def read_cohort(csv: str | Path, modalities: tuple[str, ...] | list[str] = MODAL
     """
     csv = Path(csv)
     if not csv.is_file():
-        raise CohortError(f"cohort file {csv} does not exist" if not csv.exists() else f"cohort file {csv} is not a file")
+        raise CohortError(
+            f"cohort file {csv} does not exist"
+            if not csv.exists()
+            else f"cohort file {csv} is not a file"
+        )
     try:
         df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -86,7 +98,10 @@ def read_cohort(csv: str | Path, modalities: tuple[str, ...] | list[str] = MODAL
     df = df.apply(lambda col: col.str.strip())
     missing = [c for c in (*REQUIRED, *modalities) if c not in df.columns]
     if missing:
-        raise CohortError(f"{csv}: missing column(s) {missing} (found {list(df.columns)}); the data contract is in the README")
+        raise CohortError(
+            f"{csv}: missing column(s) {missing} (found {list(df.columns)}); the data contract is "
+            f"in the README"
+        )
     if df.empty:
         raise CohortError(f"cohort file {csv} lists no patient (a header only)")
     for n, pid in enumerate(df["patient_id"]):
@@ -94,7 +109,10 @@ def read_cohort(csv: str | Path, modalities: tuple[str, ...] | list[str] = MODAL
     for col in (*REQUIRED, *modalities):
         empty = df.loc[df[col] == "", "patient_id"].tolist()
         if empty:
-            raise CohortError(f"patient {empty[0]}: the {col} cell of {csv} is empty ({len(empty)} patient(s) without {col})")
+            raise CohortError(
+                f"patient {empty[0]}: the {col} cell of {csv} is empty ({len(empty)} patient(s) "
+                f"without {col})"
+            )
     dup = df["patient_id"][df["patient_id"].duplicated()].unique().tolist()
     if dup:
         raise CohortError(f"{csv}: duplicate patient id(s) {dup}")
@@ -102,7 +120,10 @@ def read_cohort(csv: str | Path, modalities: tuple[str, ...] | list[str] = MODAL
         bad = df.loc[~df["site"].isin(list(sites)), ["patient_id", "site"]]
         if len(bad):
             first = bad.iloc[0]
-            raise CohortError(f"patient {first.patient_id}: unknown site {first.site!r} in {csv} (allowed: {list(sites)})")
+            raise CohortError(
+                f"patient {first.patient_id}: unknown site {first.site!r} in {csv} (allowed: "
+                f"{list(sites)})"
+            )
     if "scanner" not in df.columns:
         df["scanner"] = ""
     for col in (*modalities, *MASKS):
@@ -118,9 +139,14 @@ def _load(pid: str, column: str, path: str) -> nib.Nifti1Image:
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises several types for corrupt files
-        raise CohortError(f"patient {pid}: {column} file {p} cannot be read as NIfTI ({exc})") from exc
+        raise CohortError(
+            f"patient {pid}: {column} file {p} cannot be read as NIfTI ({exc})"
+        ) from exc
     if len(img.shape) != 3:
-        raise CohortError(f"patient {pid}: {column} file {p} is {len(img.shape)}-D with shape {img.shape}; expected a 3-D volume")
+        raise CohortError(
+            f"patient {pid}: {column} file {p} is {len(img.shape)}-D with shape {img.shape}; "
+            f"expected a 3-D volume"
+        )
     return img
 
 
@@ -128,7 +154,10 @@ def _read_array(pid: str, column: str, path: str, img: nib.Nifti1Image, kind: st
     try:
         arr = np.asarray(img.dataobj, dtype=np.float32 if kind == "image" else np.float64)
     except Exception as exc:  # truncated gzip (EOFError), short data (OSError), zlib errors...
-        raise CohortError(f"patient {pid}: {column} file {path} is damaged or truncated ({type(exc).__name__}: {exc})") from exc
+        raise CohortError(
+            f"patient {pid}: {column} file {path} is damaged or truncated ({type(exc).__name__}: "
+            f"{exc})"
+        ) from exc
     if not np.isfinite(arr).all():
         n = int((~np.isfinite(arr)).sum())
         raise CohortError(f"patient {pid}: {column} file {path} has {n} NaN/Inf voxel(s)")
@@ -146,22 +175,32 @@ def check_labels(pid: str, column: str, path: str, arr: np.ndarray) -> np.ndarra
     off = np.abs(arr - rounded) > LABEL_TOLERANCE
     if off.any():
         vals = np.unique(arr[off])[:5].round(4).tolist()
-        raise CohortError(f"patient {pid}: {column} file {path} is not a label map: {int(off.sum())} voxel(s) hold "
-                          f"non-integer values such as {vals} (give 0 = background and integer labels, no interpolated masks)")
+        raise CohortError(
+            f"patient {pid}: {column} file {path} is not a label map: {int(off.sum())} voxel(s) "
+            f"hold "
+            f"non-integer values such as {vals} (give 0 = background and integer labels, no "
+            f"interpolated masks)"
+        )
     if (rounded < 0).any():
         vals = np.unique(rounded[rounded < 0])[:5].astype(int).tolist()
-        raise CohortError(f"patient {pid}: {column} file {path} has negative label(s) {vals} "
-                          f"in {int((rounded < 0).sum())} voxel(s); labels must be 0 (background) or positive")
+        raise CohortError(
+            f"patient {pid}: {column} file {path} has negative label(s) {vals} "
+            f"in {int((rounded < 0).sum())} voxel(s); labels must be 0 (background) or positive"
+        )
     return rounded.astype(np.int32)
 
 
-def load_patient(row: pd.Series, modalities: tuple[str, ...] | list[str] = MODALITIES, resample: bool = False) -> PatientVolumes:
+def load_patient(
+    row: pd.Series, modalities: tuple[str, ...] | list[str] = MODALITIES, resample: bool = False
+) -> PatientVolumes:
     """Load and check one patient's volumes (first modality is the reference grid)."""
     pid = check_patient_id(row["patient_id"])
     for col in ("lesion_mask", *modalities):
         if not str(row.get(col, "") or ""):
             raise CohortError(f"patient {pid}: no {col} file given (the {col} entry is empty)")
-    columns = [(c, "image") for c in modalities] + [(m, "mask") for m in MASKS if m in row and row[m]]
+    columns = [(c, "image") for c in modalities] + [
+        (m, "mask") for m in MASKS if m in row and row[m]
+    ]
     imgs = {c: _load(pid, c, row[c]) for c, _ in columns}
     ref_col = columns[0][0]
     ref = imgs[ref_col]
@@ -171,7 +210,8 @@ def load_patient(row: pd.Series, modalities: tuple[str, ...] | list[str] = MODAL
             continue
         if not resample:
             raise CohortError(
-                f"patient {pid}: {col} file {row[col]} has shape {img.shape} and affine\n{np.round(img.affine, 3)}\n"
+                f"patient {pid}: {col} file {row[col]} has shape {img.shape} and "
+                f"affine\n{np.round(img.affine, 3)}\n"
                 f"but {ref_col} has shape {ref.shape} and affine\n{np.round(ref.affine, 3)}; "
                 "co-register them in the 3D-EPI space or preprocess with resample=true"
             )
@@ -183,7 +223,9 @@ def load_patient(row: pd.Series, modalities: tuple[str, ...] | list[str] = MODAL
             images[col] = arr
         else:
             masks[col] = check_labels(pid, col, row[col], arr)
-    return PatientVolumes(pid, str(row["site"]), str(row.get("scanner", "")), ref.affine.copy(), images, masks)
+    return PatientVolumes(
+        pid, str(row["site"]), str(row.get("scanner", "")), ref.affine.copy(), images, masks
+    )
 
 
 def _resample_like(img: nib.Nifti1Image, ref: nib.Nifti1Image, label: bool) -> nib.Nifti1Image:
@@ -191,7 +233,9 @@ def _resample_like(img: nib.Nifti1Image, ref: nib.Nifti1Image, label: bool) -> n
     import torchio as tio
 
     cls = tio.LabelMap if label else tio.ScalarImage
-    moving = cls(tensor=torch.as_tensor(np.asarray(img.dataobj, np.float32))[None], affine=img.affine)
+    moving = cls(
+        tensor=torch.as_tensor(np.asarray(img.dataobj, np.float32))[None], affine=img.affine
+    )
     target = tio.ScalarImage(tensor=torch.zeros((1, *ref.shape)), affine=ref.affine)
     out = tio.Resample(target)(moving)
     return nib.Nifti1Image(out.data[0].numpy(), ref.affine)

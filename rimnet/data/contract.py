@@ -18,7 +18,8 @@ REQUIRED = ("patient_id", "site", "lesion_mask")
 COHORT_COLUMNS = ("patient_id", "site", "scanner", *MODALITIES, *MASKS)
 LABEL_TOLERANCE = 1e-3  # masks are label maps: integer-valued within this tolerance, and >= 0
 
-# --- anatomy label maps (the ``anatomy`` column) ---------------------------------------------------
+# --- anatomy label maps (the ``anatomy`` column)
+# ---------------------------------------------------
 OUTSIDE, CSF, CORTEX, WM, VENTRICLE, DEEP_GM, BRAINSTEM, CEREBELLUM = range(8)
 ANATOMY_NAMES = {
     OUTSIDE: "outside",

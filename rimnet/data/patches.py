@@ -16,12 +16,15 @@ from rimnet.data.contract import center_crop
 
 # 90/180/270° about each axis: rotations in the plane of the two other axes.
 ROTATIONS: list[tuple[str, tuple[int, int], int]] = [
-    (f"rot_{axis}{90 * k}", plane, k) for axis, plane in (("x", (1, 2)), ("y", (0, 2)), ("z", (0, 1))) for k in (1, 2, 3)
+    (f"rot_{axis}{90 * k}", plane, k)
+    for axis, plane in (("x", (1, 2)), ("y", (0, 2)), ("z", (0, 1)))
+    for k in (1, 2, 3)
 ]
 
 
 def rotate(patch: np.ndarray, plane: tuple[int, int], k: int) -> np.ndarray:
-    """Exact rotation of a (C, S, S, S) cube by ``k`` × 90° in spatial ``plane`` about its centre."""
+    """Exact rotation of a (C, S, S, S) cube by ``k`` × 90° in spatial ``plane`` about its
+    centre."""
     return np.ascontiguousarray(np.rot90(patch, k, axes=(plane[0] + 1, plane[1] + 1)))
 
 
@@ -37,12 +40,21 @@ class ElasticDeformer:
         (3, 32, 32, 32)
     """
 
-    def __init__(self, seed: int = 0, sigma_range: tuple[float, float] = (5.0, 7.0),
-                 magnitude_range: tuple[float, float] = (80.0, 160.0)) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        sigma_range: tuple[float, float] = (5.0, 7.0),
+        magnitude_range: tuple[float, float] = (80.0, 160.0),
+    ) -> None:
         from monai.transforms import Rand3DElastic
 
-        self.transform = Rand3DElastic(sigma_range=sigma_range, magnitude_range=magnitude_range, prob=1.0,
-                                       mode="bilinear", padding_mode="zeros")
+        self.transform = Rand3DElastic(
+            sigma_range=sigma_range,
+            magnitude_range=magnitude_range,
+            prob=1.0,
+            mode="bilinear",
+            padding_mode="zeros",
+        )
         self.transform.set_random_state(seed=seed)
 
     def __call__(self, big: np.ndarray, out_size: int) -> np.ndarray:

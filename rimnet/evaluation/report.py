@@ -1,4 +1,5 @@
-"""Table 3, the AUC/DeLong table, patient-wise and error tables, and Figures 5–8 from a sweep folder.
+"""Table 3, the AUC/DeLong table, patient-wise and error tables, and Figures 5–8 from a sweep
+folder.
 
 A sweep folder holds ``<experiment>/fold<k>/predictions.csv`` (cross-validation) and, for the
 inter-center study, ``ics_phase_flair/ensemble/predictions.csv``. Missing configurations are
@@ -24,7 +25,8 @@ from rimnet.evaluation import analysis  # noqa: E402
 from rimnet.evaluation.stats import confusion_metrics, delong_ci, delong_test  # noqa: E402
 from rimnet.io import atomic_path, claim_folder, write_json  # noqa: E402
 
-# Where Table 3's rows come from (the paper's table; the experiment list itself is conf/experiment/).
+# Where Table 3's rows come from (the paper's table; the experiment list itself is
+# conf/experiment/).
 TABLE3_SINGLE, TABLE3_RIMNET, ICS_EXPERIMENT = "phase", "phase_flair", "ics_phase_flair"
 MODALITY_NAMES = {"phase": "phase", "t2star": "T2*", "flair": "FLAIR"}
 # Barquero et al. 2020, Table 3 and §3.1 (percent; AUCs as fractions).
@@ -37,8 +39,15 @@ PAPER_TABLE3 = {
     ("ics", "Expert #1"): [98.7, 89.6, 83.9, 99.8, 96.2, 98.8],
     ("ics", "Expert #2"): [98.1, 84.7, 77.9, 99.6, 92.8, 98.4],
 }
-PAPER_AUC = {"phase": 0.913, "t2star": 0.901, "flair": 0.855, "phase_flair": 0.946, "phase_t2star": 0.943, "t2star_flair": 0.926,
-             ICS_EXPERIMENT: 0.953}
+PAPER_AUC = {
+    "phase": 0.913,
+    "t2star": 0.901,
+    "flair": 0.855,
+    "phase_flair": 0.946,
+    "phase_t2star": 0.943,
+    "t2star_flair": 0.926,
+    ICS_EXPERIMENT: 0.953,
+}
 METRICS = ["accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
 
 
@@ -50,14 +59,19 @@ def label(experiment: str) -> str:
     return f"{'ICS ' if cfg.get('train_sites') else ''}{kind}: {names}"
 
 
-def load_predictions(sweep_dir: str | Path, n_folds: int = 4) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Predictions per configuration (CV folds concatenated; the ICS ensemble) and what is missing."""
+def load_predictions(
+    sweep_dir: str | Path, n_folds: int = 4
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Predictions per configuration (CV folds concatenated; the ICS ensemble) and what is
+    missing."""
     sweep_dir = Path(sweep_dir)
     found, missing = {}, []
     for exp in cv_experiments():
         files = sorted((sweep_dir / exp).glob("fold*/predictions.csv"))
         if files:
-            found[exp] = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True)
+            found[exp] = pd.concat(
+                [pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True
+            )
             if len(files) < n_folds:
                 missing.append(f"{exp}: only {len(files)} of {n_folds} folds found")
         else:
@@ -77,8 +91,13 @@ def _table3_rows(pred: pd.DataFrame, name: str, section: str) -> list[dict]:
     names = {"model": name, "rater1": "Expert #1", "rater2": "Expert #2"}
     rows = []
     for who, r in t.iterrows():
-        row = {"section": section, "row": names[who], **{m: 100 * r[m] for m in METRICS},
-               "p_vs_expert1": r.get("p_vs_rater1", np.nan), "p_vs_expert2": r.get("p_vs_rater2", np.nan)}
+        row = {
+            "section": section,
+            "row": names[who],
+            **{m: 100 * r[m] for m in METRICS},
+            "p_vs_expert1": r.get("p_vs_rater1", np.nan),
+            "p_vs_expert2": r.get("p_vs_rater2", np.nan),
+        }
         paper = PAPER_TABLE3.get((section, names[who]))
         row.update({f"paper_{m}": v for m, v in zip(METRICS, paper)} if paper else {})
         rows.append(row)
@@ -86,34 +105,65 @@ def _table3_rows(pred: pd.DataFrame, name: str, section: str) -> list[dict]:
 
 
 def table3(preds: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Lesion-wise results at the 95 %-specificity operating point (Table 3): models, then experts."""
+    """Lesion-wise results at the 95 %-specificity operating point (Table 3): models, then
+    experts."""
     models, experts = [], []
-    for exp, name in ((TABLE3_SINGLE, "Single phase model"), (TABLE3_RIMNET, "RimNet: phase + FLAIR")):
+    for exp, name in (
+        (TABLE3_SINGLE, "Single phase model"),
+        (TABLE3_RIMNET, "RimNet: phase + FLAIR"),
+    ):
         if exp in preds:
             rows = _table3_rows(preds[exp], name, "cv")
             models.append(rows[0])
             experts = experts or rows[1:]
-    ics = _table3_rows(preds[ICS_EXPERIMENT], "RimNet: phase + FLAIR", "ics") if ICS_EXPERIMENT in preds else []
+    ics = (
+        _table3_rows(preds[ICS_EXPERIMENT], "RimNet: phase + FLAIR", "ics")
+        if ICS_EXPERIMENT in preds
+        else []
+    )
     return pd.DataFrame(models + experts + ics)
 
 
 def _paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    return a[["lesion_id", "label", "prob"]].merge(b[["lesion_id", "prob"]], on="lesion_id", suffixes=("_a", "_b"))
+    return a[["lesion_id", "label", "prob"]].merge(
+        b[["lesion_id", "prob"]], on="lesion_id", suffixes=("_a", "_b")
+    )
 
 
 def auc_table(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """AUC per configuration (mean of folds, pooled with DeLong 95 % CI) and DeLong p for every pair."""
+    """AUC per configuration (mean of folds, pooled with DeLong 95 % CI) and DeLong p for every
+    pair."""
     rows, pairs = [], []
     exps = [e for e in cv_experiments() if e in preds]
     for e in exps:
         mc = analysis.mean_curves(preds[e])
         lo, auc, hi = delong_ci(preds[e]["label"], preds[e]["prob"])
-        rows.append({"configuration": label(e), "experiment": e, "auc_mean_folds": mc.auc, "auc_pooled": auc, "ci_low": lo,
-                     "ci_high": hi, "ap_mean_folds": mc.ap, "paper_auc": PAPER_AUC.get(e)})
+        rows.append(
+            {
+                "configuration": label(e),
+                "experiment": e,
+                "auc_mean_folds": mc.auc,
+                "auc_pooled": auc,
+                "ci_low": lo,
+                "ci_high": hi,
+                "ap_mean_folds": mc.ap,
+                "paper_auc": PAPER_AUC.get(e),
+            }
+        )
     for a, b in itertools.combinations(exps, 2):
         m = _paired(preds[a], preds[b])
         r = delong_test(m["label"], m["prob_a"], m["prob_b"])
-        pairs.append({"a": a, "b": b, "auc_a": r.auc_a, "auc_b": r.auc_b, "z": r.z, "p_value": r.p_value, "n_lesions": len(m)})
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                "auc_a": r.auc_a,
+                "auc_b": r.auc_b,
+                "z": r.z,
+                "p_value": r.p_value,
+                "n_lesions": len(m),
+            }
+        )
     return pd.DataFrame(rows), pd.DataFrame(pairs)
 
 
@@ -124,8 +174,11 @@ def _fmt_p(p: float) -> str:
 
 
 def table3_markdown(t3: pd.DataFrame) -> str:
-    lines = ["| Lesion-wise results | Accuracy | F1 | Sensitivity | Specificity | PPV | NPV | P vs #1 | P vs #2 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| Lesion-wise results | Accuracy | F1 | Sensitivity | Specificity | PPV | NPV | P vs #1 "
+        "| P vs #2 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for section, title in (("cv", "Cross-validation evaluation"), ("ics", "Inter-center study")):
         sub = t3[t3.section == section]
         if sub.empty:
@@ -135,9 +188,19 @@ def table3_markdown(t3: pd.DataFrame) -> str:
             cells = []
             for m in METRICS:
                 paper = r.get(f"paper_{m}")
-                cells.append(f"{r[m]:.1f}" + (f" ({paper:.1f})" if paper == paper and paper is not None else ""))
-            lines.append(f"| {r['row']} | " + " | ".join(cells) + f" | {_fmt_p(r['p_vs_expert1'])} | {_fmt_p(r['p_vs_expert2'])} |")
-    lines.append("\nIn parentheses: the paper's Table 3. Operating point: 95 % specificity, threshold chosen per test fold.")
+                cells.append(
+                    f"{r[m]:.1f}"
+                    + (f" ({paper:.1f})" if paper == paper and paper is not None else "")
+                )
+            lines.append(
+                f"| {r['row']} | "
+                + " | ".join(cells)
+                + f" | {_fmt_p(r['p_vs_expert1'])} | {_fmt_p(r['p_vs_expert2'])} |"
+            )
+    lines.append(
+        "\nIn parentheses: the paper's Table 3. Operating point: 95 % specificity, threshold "
+        "chosen per test fold."
+    )
     return "\n".join(lines)
 
 
@@ -165,13 +228,24 @@ def figure6(preds: dict[str, pd.DataFrame], path: Path) -> dict | None:
             continue
         g = analysis.GRID
         auc = analysis.mean_curves(p.assign(fold=0)).auc
-        ax[0].step(g, analysis.roc_on_grid(p["label"], p["prob"]), where="post", label=f"{name} (AUC {auc:.3f})")
+        ax[0].step(
+            g,
+            analysis.roc_on_grid(p["label"], p["prob"]),
+            where="post",
+            label=f"{name} (AUC {auc:.3f})",
+        )
         ax[1].step(g, analysis.pr_on_grid(p["label"], p["prob"]), where="post", label=name)
-    title = "Fig. 6: RimNet on Lausanne lesions" + (f" (DeLong P = {test.p_value:.3f})" if test else "")
+    title = "Fig. 6: RimNet on Lausanne lesions" + (
+        f" (DeLong P = {test.p_value:.3f})" if test else ""
+    )
     _finish_curves(ax, title)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return None if test is None else {"z": test.z, "p_value": test.p_value, "auc_ics": test.auc_a, "auc_cv": test.auc_b}
+    return (
+        None
+        if test is None
+        else {"z": test.z, "p_value": test.p_value, "auc_ics": test.auc_a, "auc_cv": test.auc_b}
+    )
 
 
 def _finish_curves(ax, title: str) -> None:
@@ -191,10 +265,21 @@ def figure7(pw: dict[str, pd.DataFrame], path: Path) -> None:
             for who in ("model", "rater1", "rater2"):
                 g = table[table.who == who]
                 if not g.empty:
-                    ax[row, col].plot(g.threshold, 100 * g[metric], "o-", label={"model": "RimNet", "rater1": "Expert #1",
-                                                                                 "rater2": "Expert #2"}[who])
-            ax[row, col].set(xlabel="rim+ lesions to call a patient chronic active", ylabel=f"{metric} (%)", title=f"{section}: {metric}",
-                             ylim=(0, 102), xticks=sorted(table.threshold.unique()))
+                    ax[row, col].plot(
+                        g.threshold,
+                        100 * g[metric],
+                        "o-",
+                        label={"model": "RimNet", "rater1": "Expert #1", "rater2": "Expert #2"}[
+                            who
+                        ],
+                    )
+            ax[row, col].set(
+                xlabel="rim+ lesions to call a patient chronic active",
+                ylabel=f"{metric} (%)",
+                title=f"{section}: {metric}",
+                ylim=(0, 102),
+                xticks=sorted(table.threshold.unique()),
+            )
             ax[row, col].legend(fontsize=8)
     fig.suptitle("Fig. 7: patient-wise analysis")
     fig.tight_layout()
@@ -215,7 +300,15 @@ def figure8(counts: dict[str, pd.DataFrame], path: Path, threshold: int = 4) -> 
             mat = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
             a.imshow(mat, cmap="Blues")
             for (i, j), v in np.ndenumerate(mat):
-                a.text(j, i, str(v), ha="center", va="center", fontsize=12, color="white" if v > mat.max() / 2 else "black")
+                a.text(
+                    j,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    fontsize=12,
+                    color="white" if v > mat.max() / 2 else "black",
+                )
             a.set_xticks([0, 1], ["non-CA", "CA"])
             a.set_yticks([0, 1], ["non-CA", "CA"])
             name = {"model": "RimNet", "rater1": "Expert #1", "rater2": "Expert #2"}[who]
@@ -226,11 +319,16 @@ def figure8(counts: dict[str, pd.DataFrame], path: Path, threshold: int = 4) -> 
     plt.close(fig)
 
 
-def write_report(sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = False, n_folds: int = 4) -> dict:
+def write_report(
+    sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = False, n_folds: int = 4
+) -> dict:
     """Write every table and figure of the evaluation to ``out_dir``; returns the summary."""
     preds, missing = load_predictions(sweep_dir, n_folds)
     if not preds:
-        raise RimnetError(f"no predictions found under {sweep_dir} (expected <experiment>/fold<k>/predictions.csv)")
+        raise RimnetError(
+            f"no predictions found under {sweep_dir} (expected "
+            f"<experiment>/fold<k>/predictions.csv)"
+        )
     out = claim_folder(out_dir, "evaluation-report", "report folder (out_dir)")
     files: dict[str, Path] = {}
 
@@ -242,7 +340,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = F
     t3 = table3(preds)
     save_csv(t3, "table3.csv")
     with atomic_path(out / "table3.md") as tmp:
-        tmp.write_text(table3_markdown(t3) + "\n\nMissing: " + ("; ".join(missing) or "nothing") + "\n")
+        tmp.write_text(
+            table3_markdown(t3) + "\n\nMissing: " + ("; ".join(missing) or "nothing") + "\n"
+        )
     aucs, pairs = auc_table(preds)
     save_csv(aucs, "auc.csv")
     save_csv(pairs, "delong_pairs.csv")
@@ -267,10 +367,22 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = F
     if pw:
         figure7(pw, out / "fig7_patientwise.png")
         figure8(counts, out / "fig8_confusion.png")
-        files.update({"fig7_patientwise.png": out / "fig7_patientwise.png", "fig8_confusion.png": out / "fig8_confusion.png"})
-    summary = {"sweep_dir": str(Path(sweep_dir).resolve()), "configurations": sorted(preds), "missing": missing,
-               "auc": aucs.set_index("experiment")[["auc_mean_folds", "auc_pooled"]].to_dict("index") if len(aucs) else {},
-               "ics_vs_cv": ics_vs_cv, "files": sorted(files)}
+        files.update(
+            {
+                "fig7_patientwise.png": out / "fig7_patientwise.png",
+                "fig8_confusion.png": out / "fig8_confusion.png",
+            }
+        )
+    summary = {
+        "sweep_dir": str(Path(sweep_dir).resolve()),
+        "configurations": sorted(preds),
+        "missing": missing,
+        "auc": aucs.set_index("experiment")[["auc_mean_folds", "auc_pooled"]].to_dict("index")
+        if len(aucs)
+        else {},
+        "ics_vs_cv": ics_vs_cv,
+        "files": sorted(files),
+    }
     write_json(out / "summary.json", summary)
     if log_wandb:
         _log_wandb(files, summary)
@@ -280,7 +392,12 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = F
 def _log_wandb(files: dict[str, Path], summary: dict) -> None:
     import wandb
 
-    run = wandb.init(project="rimnet", job_type="evaluation", name="evaluation", config={"sweep_dir": summary["sweep_dir"]})
+    run = wandb.init(
+        project="rimnet",
+        job_type="evaluation",
+        name="evaluation",
+        config={"sweep_dir": summary["sweep_dir"]},
+    )
     try:
         for name, path in files.items():
             key = name.rsplit(".", 1)[0]

@@ -1,7 +1,8 @@
 """Statistics of §2.7–2.8 as pure functions on arrays.
 
 Convention everywhere: ``y_true`` in {0, 1} with 1 = rim+, and a *higher* score means rim+
-(the direction pROC calls ``controls < cases``). A lesion is called rim+ when ``score >= threshold``.
+(the direction pROC calls ``controls < cases``). A lesion is called rim+ when ``score >=
+threshold``.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def delong_test(y_true, score_a, score_b) -> DeLongResult:
     """Paired DeLong test of AUC(a) = AUC(b) on the same lesions; two-sided p-value.
 
     Example:
-        >>> r = delong_test([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.2, 0.7], [0.2, 0.1, 0.3, 0.6, 0.5, 0.4])
+        >>> y = [0, 0, 1, 1, 0, 1]
+        >>> r = delong_test(y, [0.1, 0.4, 0.35, 0.8, 0.2, 0.7], [0.2, 0.1, 0.3, 0.6, 0.5, 0.4])
         >>> round(r.auc_a, 3), round(r.auc_b, 3)
         (0.889, 0.667)
     """
@@ -93,11 +95,14 @@ def delong_test(y_true, score_a, score_b) -> DeLongResult:
         z = 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
     else:
         z = float(diff / np.sqrt(var))
-    return DeLongResult(z=z, p_value=float(2 * stats.norm.sf(abs(z))), auc_a=float(aucs[0]), auc_b=float(aucs[1]))
+    return DeLongResult(
+        z=z, p_value=float(2 * stats.norm.sf(abs(z))), auc_a=float(aucs[0]), auc_b=float(aucs[1])
+    )
 
 
 def delong_ci(y_true, score, level: float = 0.95) -> tuple[float, float, float]:
-    """``(low, auc, high)``: DeLong confidence interval of one AUC, clipped to [0, 1] as pROC does."""
+    """``(low, auc, high)``: DeLong confidence interval of one AUC, clipped to [0, 1] as pROC
+    does."""
     aucs, cov = delong_covariance(y_true, score)
     auc, se = float(aucs[0]), float(np.sqrt(cov[0, 0]))
     q = stats.norm.ppf(0.5 + level / 2)
@@ -164,9 +169,16 @@ def confusion_metrics(y_true, y_pred) -> dict[str, float]:
         return a / b if b else float("nan")
 
     return {
-        "accuracy": div(tp + tn, len(y)), "f1": div(2 * tp, 2 * tp + fp + fn), "sensitivity": div(tp, tp + fn),
-        "specificity": div(tn, tn + fp), "ppv": div(tp, tp + fp), "npv": div(tn, tn + fn),
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "accuracy": div(tp + tn, len(y)),
+        "f1": div(2 * tp, 2 * tp + fp + fn),
+        "sensitivity": div(tp, tp + fn),
+        "specificity": div(tn, tn + fp),
+        "ppv": div(tp, tp + fp),
+        "npv": div(tn, tn + fn),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
     }
 
 
@@ -176,7 +188,9 @@ def welch_t_test(a, b) -> tuple[float, float]:
     return float(r.statistic), float(r.pvalue)
 
 
-def two_proportion_z_test(x1: int, n1: int, x2: int, n2: int, alternative: str = "greater") -> tuple[float, float]:
+def two_proportion_z_test(
+    x1: int, n1: int, x2: int, n2: int, alternative: str = "greater"
+) -> tuple[float, float]:
     """Pooled two-proportion z-test of p1 vs p2; one-tailed (``greater``: p1 > p2) as in §3."""
     p1, p2 = x1 / n1, x2 / n2
     p = (x1 + x2) / (n1 + n2)

@@ -75,55 +75,95 @@ class Bundle:
         return CandidateRules(**self.rules)
 
     def save(self, path: str | Path) -> Path:
-        """Write the bundle atomically; an existing file there is replaced only if it is a bundle."""
-        obj = {"format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "rimnet_version": self.rimnet_version,
-               "experiment": self.experiment, "modalities": list(self.modalities), "model": dict(self.model),
-               "patch": {"patch_size": self.patch_size, "context": self.context,
-                         "normalisation": "linear to [-1, 1] per patch and modality",
-                         "padding": "zeros outside the volume, before normalisation"},
-               "rules": dict(self.rules), "threshold": float(self.threshold), "threshold_rule": self.threshold_rule,
-               "members": [{k: v.detach().cpu() for k, v in m.items()} for m in self.members]}
+        """Write the bundle atomically; an existing file there is replaced only if it is a
+        bundle."""
+        obj = {
+            "format": BUNDLE_FORMAT,
+            "bundle_version": BUNDLE_VERSION,
+            "rimnet_version": self.rimnet_version,
+            "experiment": self.experiment,
+            "modalities": list(self.modalities),
+            "model": dict(self.model),
+            "patch": {
+                "patch_size": self.patch_size,
+                "context": self.context,
+                "normalisation": "linear to [-1, 1] per patch and modality",
+                "padding": "zeros outside the volume, before normalisation",
+            },
+            "rules": dict(self.rules),
+            "threshold": float(self.threshold),
+            "threshold_rule": self.threshold_rule,
+            "members": [{k: v.detach().cpu() for k, v in m.items()} for m in self.members],
+        }
         path = Path(path)
         if path.is_file():
             try:
                 Bundle.load(path)
             except BundleError as exc:
-                raise BundleError(f"{path} exists and is not a RimNet bundle; rimnet will not overwrite it") from exc
+                raise BundleError(
+                    f"{path} exists and is not a RimNet bundle; rimnet will not overwrite it"
+                ) from exc
         with atomic_path(path, replace=path.is_file()) as tmp:
             torch.save(obj, tmp)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
-        """Load with ``weights_only=True``; raises :class:`BundleError` for a foreign or newer bundle."""
+        """Load with ``weights_only=True``; raises :class:`BundleError` for a foreign or newer
+        bundle."""
         path = Path(path)
         obj = _load(path, "bundle")
         if not isinstance(obj, dict) or obj.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"{path} is not a RimNet bundle (no '{BUNDLE_FORMAT}' format tag)")
         if obj.get("bundle_version") != BUNDLE_VERSION:
-            raise BundleError(f"{path} is bundle version {obj.get('bundle_version')} (made by rimnet {obj.get('rimnet_version')}); "
-                              f"this rimnet {__version__} reads version {BUNDLE_VERSION}: export it again or install a matching rimnet")
+            raise BundleError(
+                f"{path} is bundle version {obj.get('bundle_version')} (made by rimnet "
+                f"{obj.get('rimnet_version')}); "
+                f"this rimnet {__version__} reads version {BUNDLE_VERSION}: export it again or "
+                f"install a matching rimnet"
+            )
         missing = [k for k in BUNDLE_KEYS if k not in obj] + [
-            f"patch.{k}" for k in ("patch_size", "context") if not isinstance(obj.get("patch"), dict) or k not in obj["patch"]]
+            f"patch.{k}"
+            for k in ("patch_size", "context")
+            if not isinstance(obj.get("patch"), dict) or k not in obj["patch"]
+        ]
         if missing:
-            raise BundleError(f"bundle {path} lacks {', '.join(missing)}: it is incomplete; export it again")
+            raise BundleError(
+                f"bundle {path} lacks {', '.join(missing)}: it is incomplete; export it again"
+            )
         if not obj["members"]:
             raise BundleError(f"bundle {path} holds no model")
-        return cls(modalities=list(obj["modalities"]), model=dict(obj["model"]), members=list(obj["members"]), threshold=obj["threshold"],
-                   threshold_rule=obj.get("threshold_rule", ""), patch_size=obj["patch"]["patch_size"], context=obj["patch"]["context"],
-                   rules=dict(obj["rules"]), experiment=obj.get("experiment", ""), rimnet_version=obj.get("rimnet_version", ""))
+        return cls(
+            modalities=list(obj["modalities"]),
+            model=dict(obj["model"]),
+            members=list(obj["members"]),
+            threshold=obj["threshold"],
+            threshold_rule=obj.get("threshold_rule", ""),
+            patch_size=obj["patch"]["patch_size"],
+            context=obj["patch"]["context"],
+            rules=dict(obj["rules"]),
+            experiment=obj.get("experiment", ""),
+            rimnet_version=obj.get("rimnet_version", ""),
+        )
 
 
 def _read_checkpoint(ckpt: Path) -> tuple[dict, dict]:
     """(the run's description for inference, the network's state dict) of a rimnet checkpoint."""
     obj = _load(ckpt, "checkpoint")
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
-        raise BundleError(f"checkpoint {ckpt} has no state_dict: not a Lightning checkpoint of rimnet")
+        raise BundleError(
+            f"checkpoint {ckpt} has no state_dict: not a Lightning checkpoint of rimnet"
+        )
     description = obj.get(CHECKPOINT_KEY)
-    if not isinstance(description, dict) or not {"model", "modalities", "patch", "rules"} <= set(description):
-        raise BundleError(f"checkpoint {ckpt} does not describe its run for inference (written by an older rimnet): "
-                          "train it again with this version")
-    state = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+    if not isinstance(description, dict) or not {"model", "modalities", "patch", "rules"} <= set(
+        description
+    ):
+        raise BundleError(
+            f"checkpoint {ckpt} does not describe its run for inference (written by an older "
+            f"rimnet): "
+            "train it again with this version"
+        )
+    state = {k[len("net.") :]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
     return description, state
 
 
@@ -133,7 +173,10 @@ def _same_run_kind(descriptions: list[dict], ckpts: list[Path]) -> dict:
     for desc, ckpt in zip(descriptions[1:], ckpts[1:]):
         differ = [k for k in keys if desc[k] != descriptions[0][k]]
         if differ:
-            raise BundleError(f"checkpoint {ckpt} differs from {ckpts[0]} in {differ}: not one experiment's fold models")
+            raise BundleError(
+                f"checkpoint {ckpt} differs from {ckpts[0]} in {differ}: not one experiment's "
+                f"fold models"
+            )
     return descriptions[0]
 
 
@@ -145,8 +188,10 @@ def _fold_threshold(pred_files: list[Path], specificity: float) -> tuple[float, 
             ths.append(threshold_at_specificity(p["label"], p["prob"], specificity))
     if not ths:
         return 0.5, "0.5 (no test fold with both classes to calibrate on)"
-    return float(sum(ths) / len(ths)), (f"mean over {len(ths)} test fold(s) of the threshold at {specificity:.0%} specificity "
-                                        "on the fold's own test predictions")
+    return float(sum(ths) / len(ths)), (
+        f"mean over {len(ths)} test fold(s) of the threshold at {specificity:.0%} specificity "
+        "on the fold's own test predictions"
+    )
 
 
 def export_bundle(source: str | Path, out: str | Path, specificity: float = 0.95) -> Path:
@@ -158,22 +203,39 @@ def export_bundle(source: str | Path, out: str | Path, specificity: float = 0.95
       ``fold<k>``; threshold = mean of the folds' thresholds at 95 % specificity.
     """
     source = Path(source)
-    fold_dirs = sorted(d for d in source.glob("fold*") if (d / "final" / "checkpoints" / "last.ckpt").exists())
+    fold_dirs = sorted(
+        d for d in source.glob("fold*") if (d / "final" / "checkpoints" / "last.ckpt").exists()
+    )
     if fold_dirs:
         ckpts = [d / "final" / "checkpoints" / "last.ckpt" for d in fold_dirs]
         preds = [d / "predictions.csv" for d in fold_dirs if (d / "predictions.csv").exists()]
     elif (source / "checkpoints").is_dir():
-        best = sorted((source / "checkpoints").glob("best-*.ckpt")) or sorted((source / "checkpoints").glob("last.ckpt"))
+        best = sorted((source / "checkpoints").glob("best-*.ckpt")) or sorted(
+            (source / "checkpoints").glob("last.ckpt")
+        )
         if not best:
             raise BundleError(f"{source} has no checkpoint under checkpoints/")
-        ckpts, preds = best[-1:], [source / "predictions.csv"] if (source / "predictions.csv").exists() else []
+        ckpts, preds = (
+            best[-1:],
+            [source / "predictions.csv"] if (source / "predictions.csv").exists() else [],
+        )
     else:
-        raise BundleError(f"{source} is neither a training run folder (checkpoints/) nor a CV experiment folder "
-                          "(fold*/final/checkpoints/last.ckpt)")
+        raise BundleError(
+            f"{source} is neither a training run folder (checkpoints/) nor a CV experiment folder "
+            "(fold*/final/checkpoints/last.ckpt)"
+        )
     read = [_read_checkpoint(c) for c in ckpts]
     run = _same_run_kind([d for d, _ in read], ckpts)
     threshold, rule = _fold_threshold(preds, specificity)
-    bundle = Bundle(modalities=list(run["modalities"]), model=dict(run["model"]), members=[state for _, state in read],
-                    threshold=threshold, threshold_rule=rule, patch_size=run["patch"]["patch_size"],
-                    context=run["patch"]["context"], rules=dict(run["rules"]), experiment=str(run.get("experiment", "")))
+    bundle = Bundle(
+        modalities=list(run["modalities"]),
+        model=dict(run["model"]),
+        members=[state for _, state in read],
+        threshold=threshold,
+        threshold_rule=rule,
+        patch_size=run["patch"]["patch_size"],
+        context=run["patch"]["context"],
+        rules=dict(run["rules"]),
+        experiment=str(run.get("experiment", "")),
+    )
     return bundle.save(out)

@@ -52,17 +52,25 @@ class Predictor:
         bundle: a :class:`Bundle` or its path.
         device: ``cpu`` or ``cuda``.
         tta: also average over flips along X, Y and Z (test-time augmentation).
-        chronic_threshold: rim+ lesions from which a patient counts as chronic active (4 in the paper).
+        chronic_threshold: rim+ lesions from which a patient counts as chronic active (4 in the
+        paper).
 
     Example:
         >>> p = Predictor("bundle.pt")  # doctest: +SKIP
-        >>> r = p.predict_files("pat01", {"phase": "phase.nii.gz", "flair": "flair.nii.gz"}, "lesions.nii.gz")  # doctest: +SKIP
+        >>> images = {"phase": "phase.nii.gz", "flair": "flair.nii.gz"}
+        >>> r = p.predict_files("pat01", images, "lesions.nii.gz")  # doctest: +SKIP
         >>> r.summary["rim_pos_count"]  # doctest: +SKIP
         3
     """
 
-    def __init__(self, bundle: Bundle | str | Path, device: str = "cpu", tta: bool = False, chronic_threshold: int = 4,
-                 batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        device: str = "cpu",
+        tta: bool = False,
+        chronic_threshold: int = 4,
+        batch_size: int = 64,
+    ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.device = torch.device(device)
         self.nets = self.bundle.networks(self.device)
@@ -71,18 +79,24 @@ class Predictor:
     def check_modalities(self, given: Sequence[str], where: str) -> None:
         missing = [m for m in self.bundle.modalities if m not in given]
         if missing:
-            raise BundleError(f"{where}: the bundle ({self.bundle.experiment}) needs {self.bundle.modalities}; missing {missing}")
+            raise BundleError(
+                f"{where}: the bundle ({self.bundle.experiment}) needs {self.bundle.modalities}; "
+                f"missing {missing}"
+            )
 
     @torch.no_grad()
     def member_probs(self, x: torch.Tensor) -> np.ndarray:
-        """(members, N) rim+ probabilities for patches (N, C, P, P, P); TTA averages flips per member."""
+        """(members, N) rim+ probabilities for patches (N, C, P, P, P); TTA averages flips per
+        member."""
         flips = [None, 2, 3, 4] if self.tta else [None]
         out = []
         for net in self.nets:
             probs = []
             for i in range(0, len(x), self.batch_size):
                 xb = x[i : i + self.batch_size].to(self.device)
-                p = torch.stack([net(xb if d is None else xb.flip(d)).softmax(1)[:, 1] for d in flips]).mean(0)
+                p = torch.stack(
+                    [net(xb if d is None else xb.flip(d)).softmax(1)[:, 1] for d in flips]
+                ).mean(0)
                 probs.append(p.cpu())
             out.append(torch.cat(probs).numpy() if probs else np.zeros(0))
         return np.stack(out)
@@ -92,29 +106,53 @@ class Predictor:
         b = self.bundle
         t = {}
         t0 = time.perf_counter()
-        table, comp = extract_candidates(vol.masks["lesion_mask"], vol.affine, b.candidate_rules(),
-                                         anatomy=vol.masks.get("anatomy"), air_mask=vol.masks.get("air_mask"))
+        table, comp = extract_candidates(
+            vol.masks["lesion_mask"],
+            vol.affine,
+            b.candidate_rules(),
+            anatomy=vol.masks.get("anatomy"),
+            air_mask=vol.masks.get("air_mask"),
+        )
         t["candidates"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         centres = table[["center_i", "center_j", "center_k"]].to_numpy()
         stack = [vol.images[m] for m in b.modalities]
         patches = [center_crop(extract_patch(stack, c, b.context), b.patch_size) for c in centres]
-        x = torch.from_numpy(np.stack(patches)) if patches else torch.zeros((0, len(stack), b.patch_size, b.patch_size, b.patch_size))
+        x = (
+            torch.from_numpy(np.stack(patches))
+            if patches
+            else torch.zeros((0, len(stack), b.patch_size, b.patch_size, b.patch_size))
+        )
         t["patches"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         probs = self.member_probs(x.float())
         t["model"] = time.perf_counter() - t0
         lesions = table.drop(columns=["label", "rater1", "rater2", "consensus_needed"])
-        lesions.insert(0, "lesion_id", [lesion_id(vol.patient_id, i) for i in table["lesion_index"]])
+        lesions.insert(
+            0, "lesion_id", [lesion_id(vol.patient_id, i) for i in table["lesion_index"]]
+        )
         lesions.insert(0, "patient_id", vol.patient_id)
         lesions["prob"] = probs.mean(0) if len(table) else []
         lesions["prob_std"] = probs.std(0) if len(table) else []
-        lesions["decision"] = np.where(lesions["excluded"] != "", "excluded", np.where(lesions["prob"] >= b.threshold, "rim+", "rim-"))
+        lesions["decision"] = np.where(
+            lesions["excluded"] != "",
+            "excluded",
+            np.where(lesions["prob"] >= b.threshold, "rim+", "rim-"),
+        )
         n_pos = int((lesions["decision"] == "rim+").sum())
-        summary = {"patient_id": vol.patient_id, "site": vol.site, "rim_pos_count": n_pos, "candidates": len(lesions),
-                   "assessed": int((lesions["decision"] != "excluded").sum()), "chronic_active": n_pos >= self.chronic_threshold,
-                   "chronic_threshold": self.chronic_threshold, "threshold": b.threshold, "experiment": b.experiment,
-                   "members": len(self.nets), "tta": self.tta}
+        summary = {
+            "patient_id": vol.patient_id,
+            "site": vol.site,
+            "rim_pos_count": n_pos,
+            "candidates": len(lesions),
+            "assessed": int((lesions["decision"] != "excluded").sum()),
+            "chronic_active": n_pos >= self.chronic_threshold,
+            "chronic_threshold": self.chronic_threshold,
+            "threshold": b.threshold,
+            "experiment": b.experiment,
+            "members": len(self.nets),
+            "tta": self.tta,
+        }
         return PatientResult(vol.patient_id, lesions, summary, comp, vol.affine, t)
 
     def predict_row(self, row: pd.Series) -> PatientResult:
@@ -125,8 +163,13 @@ class Predictor:
         result.timings = {"load": load_s, **result.timings}
         return result
 
-    def predict_files(self, patient_id: str, images: dict[str, str | Path], lesion_mask: str | Path,
-                      **masks: str | Path | None) -> PatientResult:
+    def predict_files(
+        self,
+        patient_id: str,
+        images: dict[str, str | Path],
+        lesion_mask: str | Path,
+        **masks: str | Path | None,
+    ) -> PatientResult:
         """One patient from file paths (``masks`` may give ``anatomy`` and ``air_mask``)."""
         self.check_modalities(list(images), f"patient {patient_id}")
         row = {"patient_id": patient_id, "site": "", "scanner": "", "lesion_mask": str(lesion_mask)}
@@ -140,7 +183,10 @@ def patient_folder(out_dir: str | Path, patient_id: str) -> Path:
     out_dir = Path(out_dir)
     folder = out_dir / check_patient_id(patient_id)
     if folder.resolve().parent != out_dir.resolve():
-        raise OwnershipError(f"patient {patient_id}: its folder {folder} would lie outside the output folder {out_dir}")
+        raise OwnershipError(
+            f"patient {patient_id}: its folder {folder} would lie outside the output folder "
+            f"{out_dir}"
+        )
     return folder
 
 
@@ -161,7 +207,9 @@ def write_patient(result: PatientResult, out_dir: str | Path) -> Path:
         lut_code[idx] = [DECISION_CODES[d] for d in result.lesions["decision"]]
         lut_prob[idx] = result.lesions["prob"].to_numpy()
         codes, prob = lut_code[result.labels], lut_prob[result.labels]
-    with atomic_dir(folder, "patient-predictions", f"patient {result.patient_id}'s output folder") as tmp:
+    with atomic_dir(
+        folder, "patient-predictions", f"patient {result.patient_id}'s output folder"
+    ) as tmp:
         result.lesions.to_csv(tmp / "lesions.csv", index=False)
         img = nib.Nifti1Image(codes, result.affine)
         img.header["descrip"] = b"rimnet: 0 bg, 1 rim-, 2 rim+, 3 excluded"
@@ -173,14 +221,18 @@ def write_patient(result: PatientResult, out_dir: str | Path) -> Path:
 
 
 def lesion_at(result: PatientResult, point: Sequence[float], mm: bool = False) -> pd.Series | None:
-    """The candidate under a point (voxel indices, or mm in the image's world space); None if none."""
+    """The candidate under a point (voxel indices, or mm in the image's world space); None if
+    none."""
     p = np.asarray(point, dtype=float)
     if mm:
         p = np.linalg.inv(result.affine) @ np.append(p, 1.0)
         p = p[:3]
     ijk = np.rint(p).astype(int)
     if np.any(ijk < 0) or np.any(ijk >= result.labels.shape):
-        raise RimnetError(f"point {tuple(point)} ({'mm' if mm else 'voxels'}) lies outside the image of shape {result.labels.shape}")
+        raise RimnetError(
+            f"point {tuple(point)} ({'mm' if mm else 'voxels'}) lies outside the image of shape "
+            f"{result.labels.shape}"
+        )
     label = int(result.labels[tuple(ijk)])
     if label == 0:
         return None

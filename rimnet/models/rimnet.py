@@ -56,16 +56,31 @@ class RimNet(nn.Module):
         torch.Size([4, 2])
     """
 
-    def __init__(self, n_modalities: int = 2, widths: Sequence[int] = (32, 64, 128), fc: Sequence[int] = (256, 128, 64),
-                 bottleneck: int = 1, patch_size: int = 28, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_modalities: int = 2,
+        widths: Sequence[int] = (32, 64, 128),
+        fc: Sequence[int] = (256, 128, 64),
+        bottleneck: int = 1,
+        patch_size: int = 28,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if n_modalities not in (1, 2):
             raise ConfigError(f"RimNet takes 1 or 2 modalities, got {n_modalities}")
         self.n_modalities = n_modalities
         # What rebuilds this network (plain values: checkpoints and bundles carry it).
-        self.config = {"n_modalities": n_modalities, "widths": [int(w) for w in widths], "fc": [int(h) for h in fc],
-                       "bottleneck": int(bottleneck), "patch_size": int(patch_size), "dropout": float(dropout)}
-        self.main = Branch(widths, bottleneck, fusion_channels=widths[0] if n_modalities == 2 else 0)
+        self.config = {
+            "n_modalities": n_modalities,
+            "widths": [int(w) for w in widths],
+            "fc": [int(h) for h in fc],
+            "bottleneck": int(bottleneck),
+            "patch_size": int(patch_size),
+            "dropout": float(dropout),
+        }
+        self.main = Branch(
+            widths, bottleneck, fusion_channels=widths[0] if n_modalities == 2 else 0
+        )
         self.second = Branch(widths, bottleneck) if n_modalities == 2 else None
         side = patch_size // 8
         per_branch = (bottleneck or widths[2]) * side**3

@@ -61,7 +61,9 @@ def _ellipsoid(c: np.ndarray, centre: tuple[float, ...], radii: tuple[float, ...
     return r2 < 1.0
 
 
-def make_anatomy(fov_mm: tuple[float, float, float], voxel_mm: float, rng: np.random.Generator) -> Anatomy:
+def make_anatomy(
+    fov_mm: tuple[float, float, float], voxel_mm: float, rng: np.random.Generator
+) -> Anatomy:
     """Draw one patient's anatomy: brain size, gyral folding and ventricle size vary per patient.
 
     Example:
@@ -79,7 +81,11 @@ def make_anatomy(fov_mm: tuple[float, float, float], voxel_mm: float, rng: np.ra
     ripple = np.zeros_like(x)
     for _ in range(4):
         f1, f2 = rng.integers(5, 11, size=2)
-        ripple += 0.012 * np.sin(f1 * theta + rng.uniform(0, 6.3)) * np.cos(f2 * phi + rng.uniform(0, 6.3))
+        ripple += (
+            0.012
+            * np.sin(f1 * theta + rng.uniform(0, 6.3))
+            * np.cos(f2 * phi + rng.uniform(0, 6.3))
+        )
     r = np.sqrt((x / axes[0]) ** 2 + (y / axes[1]) ** 2 + (z / axes[2]) ** 2) + ripple
     brain = r < 1.0
     head = r < 1.1

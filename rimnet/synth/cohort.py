@@ -1,4 +1,5 @@
-"""Write a synthetic cohort to disk exactly as a user would bring one: NIfTI files + ``cohort.csv``."""
+"""Write a synthetic cohort to disk exactly as a user would bring one: NIfTI files +
+``cohort.csv``."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ class Scale:
     basel: int
     lausanne: int
     lesion_scale: float
-    min_rim: int = 0  # at least this many true rim+ lesions per patient (smoke: every test sees both classes)
+    min_rim: int = (
+        0  # at least this many true rim+ lesions per patient (smoke: every test sees both classes)
+    )
     fov_mm: tuple[float, float, float] = (64.0, 72.0, 52.0)
 
 
@@ -44,7 +47,9 @@ def affine_for(shape: tuple[int, ...], voxel_mm: float) -> np.ndarray:
     return aff
 
 
-def generate_cohort(out: str | Path, scale: str = "smoke", seed: int = 0, force: bool = False, progress: bool = True) -> Path:
+def generate_cohort(
+    out: str | Path, scale: str = "smoke", seed: int = 0, force: bool = False, progress: bool = True
+) -> Path:
     """Generate a cohort into ``out`` and return the path of its ``cohort.csv``.
 
     A cohort already generated there with the same scale, seed and generator version is reused.
@@ -63,16 +68,25 @@ def generate_cohort(out: str | Path, scale: str = "smoke", seed: int = 0, force:
     key = fingerprint(params)
     csv_path = out / "cohort.csv"
     meta_path = out / "synth.json"
-    if not force and csv_path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == key:
+    if (
+        not force
+        and csv_path.exists()
+        and meta_path.exists()
+        and json.loads(meta_path.read_text()).get("fingerprint") == key
+    ):
         return csv_path
     if meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") != key:
         force = True  # different parameters: patient folders from before are stale
     jobs = [("basel", i) for i in range(sc.basel)] + [("lausanne", i) for i in range(sc.lausanne)]
     rows, truth_rows = [], []
-    for n, (site_name, i) in enumerate(tqdm(jobs, desc=f"synth {scale}", unit="patient", disable=not progress)):
+    for n, (site_name, i) in enumerate(
+        tqdm(jobs, desc=f"synth {scale}", unit="patient", disable=not progress)
+    ):
         pid = f"{site_name[:3]}{i + 1:03d}"
         rng = np.random.default_rng([seed, n])
-        patient = make_patient(SITES[site_name], sc.fov_mm, sc.lesion_scale, rng, min_rim=sc.min_rim)
+        patient = make_patient(
+            SITES[site_name], sc.fov_mm, sc.lesion_scale, rng, min_rim=sc.min_rim
+        )
         pdir = out / pid
         if force or not (pdir / "lesion_mask.nii.gz").exists():
             _write_patient(pdir, patient)
@@ -95,5 +109,9 @@ def _write_patient(pdir: Path, patient) -> None:
         for name, arr in patient.images.items():
             nib.save(nib.Nifti1Image(arr.astype(np.float32), aff), tmp / f"{name}.nii.gz")
         for name, arr in patient.masks.items():
-            dtype = np.int16 if arr.max() > 255 or name.endswith("rim_mask") or "rater" in name else np.uint8
+            dtype = (
+                np.int16
+                if arr.max() > 255 or name.endswith("rim_mask") or "rater" in name
+                else np.uint8
+            )
             nib.save(nib.Nifti1Image(arr.astype(dtype), aff), tmp / f"{name}.nii.gz")

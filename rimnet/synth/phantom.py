@@ -36,7 +36,9 @@ class SiteProfile:
 
 SITES: dict[str, SiteProfile] = {
     "basel": SiteProfile("basel", 0.67, ("prisma",), 0.10, 22.0, 25.0, 1.0, 1.0, 5.0, 0.42),
-    "lausanne": SiteProfile("lausanne", 0.65, ("skyra", "prisma"), 0.13, 18.0, 22.0, 0.9, 1.12, 2.9, 0.35),
+    "lausanne": SiteProfile(
+        "lausanne", 0.65, ("skyra", "prisma"), 0.13, 18.0, 22.0, 0.9, 1.12, 2.9, 0.35
+    ),
 }
 
 
@@ -88,7 +90,9 @@ def _segment_distance(c: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarr
     return np.sqrt(((c - closest) ** 2).sum(0))
 
 
-def draw_rim_count(site: SiteProfile, rng: np.random.Generator, lesion_scale: float = 1.0, min_rim: int = 0) -> int:
+def draw_rim_count(
+    site: SiteProfile, rng: np.random.Generator, lesion_scale: float = 1.0, min_rim: int = 0
+) -> int:
     """True rim+ lesions of one patient: negative binomial with the site's mean and dispersion."""
     r = site.rim_pos_dispersion
     n = int(rng.negative_binomial(r, r / (r + site.rim_pos_mean)))
@@ -134,7 +138,11 @@ def _region_maps(anat: A.Anatomy) -> dict[str, np.ndarray]:
 
 
 def _lesion_mask(
-    anat: A.Anatomy, centre_mm: np.ndarray, volume_mm3: float, rng: np.random.Generator, wobble: np.ndarray
+    anat: A.Anatomy,
+    centre_mm: np.ndarray,
+    volume_mm3: float,
+    rng: np.random.Generator,
+    wobble: np.ndarray,
 ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray] | None:
     """Rasterise an irregular ellipsoid; returns (box, mask in box, normalised radius in box)."""
     v = anat.voxel_mm
@@ -170,11 +178,23 @@ class _LesionMaps:
     @classmethod
     def empty(cls, shape: tuple[int, ...]) -> _LesionMaps:
         zeros = np.zeros(shape, np.float32)
-        return cls(np.zeros(shape, np.int16), zeros.copy(), zeros.copy(), zeros.copy(), np.zeros(shape, bool), [])
+        return cls(
+            np.zeros(shape, np.int16),
+            zeros.copy(),
+            zeros.copy(),
+            zeros.copy(),
+            np.zeros(shape, bool),
+            [],
+        )
 
 
-def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_scale: float,
-                 rng: np.random.Generator, min_rim: int = 0) -> Patient:
+def make_patient(
+    site: SiteProfile,
+    fov_mm: tuple[float, float, float],
+    lesion_scale: float,
+    rng: np.random.Generator,
+    min_rim: int = 0,
+) -> Patient:
     """Generate one patient of ``site``; ``lesion_scale`` scales the lesion counts (1.0 = paper).
 
     Steps: anatomy → lesions (rim+ with paramagnetic shells, rim- with look-alike veins) → veins →
@@ -194,11 +214,20 @@ def make_patient(site: SiteProfile, fov_mm: tuple[float, float, float], lesion_s
     return Patient(images=images, masks=masks, voxel_mm=v, scanner=scanner, lesions=lesions)
 
 
-def _place_lesions(site: SiteProfile, anat: A.Anatomy, regions: dict[str, np.ndarray], wobble: np.ndarray,
-                   lesion_scale: float, rng: np.random.Generator, min_rim: int) -> tuple[_LesionMaps, list[LesionTruth]]:
+def _place_lesions(
+    site: SiteProfile,
+    anat: A.Anatomy,
+    regions: dict[str, np.ndarray],
+    wobble: np.ndarray,
+    lesion_scale: float,
+    rng: np.random.Generator,
+    min_rim: int,
+) -> tuple[_LesionMaps, list[LesionTruth]]:
     """The ground-truth lesion list, painted into :class:`_LesionMaps`."""
     n_rim = draw_rim_count(site, rng, lesion_scale, min_rim)
-    n_neg = int(rng.poisson(48.0 * lesion_scale))  # ~39 kept after the size rule, merging and exclusions
+    n_neg = int(
+        rng.poisson(48.0 * lesion_scale)
+    )  # ~39 kept after the size rule, merging and exclusions
     kinds = [True] * n_rim + [False] * n_neg
     order = rng.permutation(len(kinds))  # interleave so large rim+ lesions do not always come first
     maps = _LesionMaps.empty(anat.labels.shape)
@@ -219,14 +248,28 @@ def _place_lesions(site: SiteProfile, anat: A.Anatomy, regions: dict[str, np.nda
         sub = maps.lesion_id[box]
         sub[mask & (sub == 0)] = k
         maps.occupied[box] |= mask
-        truth = LesionTruth(k, rim, float(mask.sum() * site.voxel_mm**3), tuple(float(x) for x in centre), region=region)
+        truth = LesionTruth(
+            k,
+            rim,
+            float(mask.sum() * site.voxel_mm**3),
+            tuple(float(x) for x in centre),
+            region=region,
+        )
         _paint_lesion(anat, maps, truth, centre, box, mask, rad, vol, rng)
         lesions.append(truth)
     return maps, lesions
 
 
-def _find_place(anat: A.Anatomy, maps: _LesionMaps, lesions: list[LesionTruth], candidates: np.ndarray, vol: float,
-                rim: bool, wobble: np.ndarray, rng: np.random.Generator) -> tuple | None:
+def _find_place(
+    anat: A.Anatomy,
+    maps: _LesionMaps,
+    lesions: list[LesionTruth],
+    candidates: np.ndarray,
+    vol: float,
+    rim: bool,
+    wobble: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple | None:
     """(centre, box, mask, normalised radius) of a new lesion in tissue, or None after 12 tries.
     A few rim- lesions are drawn confluent with an earlier rim- lesion."""
     confluent = (not rim) and lesions and rng.random() < 0.05
@@ -237,9 +280,13 @@ def _find_place(anat: A.Anatomy, maps: _LesionMaps, lesions: list[LesionTruth], 
                 continue
             r_other = (3 * other.volume_mm3 / (4 * np.pi)) ** (1 / 3)
             direction = rng.standard_normal(3)
-            centre = np.array(other.centre_mm) + direction / np.linalg.norm(direction) * r_other * 1.1
+            centre = (
+                np.array(other.centre_mm) + direction / np.linalg.norm(direction) * r_other * 1.1
+            )
         else:
-            centre = anat.coords.reshape(3, -1)[:, rng.choice(candidates)] + rng.uniform(-0.3, 0.3, 3)
+            centre = anat.coords.reshape(3, -1)[:, rng.choice(candidates)] + rng.uniform(
+                -0.3, 0.3, 3
+            )
         drawn = _lesion_mask(anat, centre, vol, rng, wobble)
         if drawn is None:
             continue
@@ -256,15 +303,26 @@ def _find_place(anat: A.Anatomy, maps: _LesionMaps, lesions: list[LesionTruth], 
     return None
 
 
-def _paint_lesion(anat: A.Anatomy, maps: _LesionMaps, truth: LesionTruth, centre: np.ndarray, box: tuple,
-                  mask: np.ndarray, rad: np.ndarray, vol: float, rng: np.random.Generator) -> None:
+def _paint_lesion(
+    anat: A.Anatomy,
+    maps: _LesionMaps,
+    truth: LesionTruth,
+    centre: np.ndarray,
+    box: tuple,
+    mask: np.ndarray,
+    rad: np.ndarray,
+    vol: float,
+    rng: np.random.Generator,
+) -> None:
     """Lesion tissue (demyelination: less diamagnetic myelin, longer T2*, FLAIR hyperintensity),
     then a paramagnetic rim (rim+) or an iron-laden core or a vein along the edge (rim-), and
     sometimes a central vein."""
     core = mask.astype(np.float32)
     maps.chi[box] += 0.012 * core * rng.uniform(0.3, 1.0)
     maps.t2s_mod[box] += core * rng.uniform(0.15, 0.35)
-    maps.flair_mod[box] = np.maximum(maps.flair_mod[box], core * rng.uniform(0.55, 0.95) * (1.1 if truth.rim else 1.0))
+    maps.flair_mod[box] = np.maximum(
+        maps.flair_mod[box], core * rng.uniform(0.55, 0.95) * (1.1 if truth.rim else 1.0)
+    )
     if truth.rim:
         strength, coverage = draw_rim(rng)
         shell = (rad > 0.7) & (rad < 1.12)
@@ -296,7 +354,8 @@ def _paint_lesion(anat: A.Anatomy, maps: _LesionMaps, truth: LesionTruth, centre
 
 
 def _vein_mask(anat: A.Anatomy, veins: list, rng: np.random.Generator) -> np.ndarray:
-    """The lesions' veins plus medullary veins crossing the white matter, rasterised in the brain."""
+    """The lesions' veins plus medullary veins crossing the white matter, rasterised in the
+    brain."""
     v, shape = anat.voxel_mm, anat.labels.shape
     wm_pts = np.flatnonzero(anat.labels == A.WM)
     for _ in range(int(rng.integers(8, 14))):
@@ -312,14 +371,41 @@ def _vein_mask(anat: A.Anatomy, veins: list, rng: np.random.Generator) -> np.nda
     return vein_mask & anat.brain
 
 
-TISSUE_CHI = {A.CORTEX: 0.02, A.WM: -0.03, A.VENTRICLE: 0.0, A.DEEP_GM: 0.07, A.BRAINSTEM: -0.02, A.CEREBELLUM: 0.01}
-BASE_T2S = {A.CSF: 1.0, A.CORTEX: 0.72, A.WM: 0.58, A.VENTRICLE: 1.0, A.DEEP_GM: 0.48, A.BRAINSTEM: 0.55, A.CEREBELLUM: 0.66}
-BASE_FLAIR = {A.CSF: 0.08, A.CORTEX: 0.62, A.WM: 0.48, A.VENTRICLE: 0.06, A.DEEP_GM: 0.55, A.BRAINSTEM: 0.5,
-              A.CEREBELLUM: 0.6}
+TISSUE_CHI = {
+    A.CORTEX: 0.02,
+    A.WM: -0.03,
+    A.VENTRICLE: 0.0,
+    A.DEEP_GM: 0.07,
+    A.BRAINSTEM: -0.02,
+    A.CEREBELLUM: 0.01,
+}
+BASE_T2S = {
+    A.CSF: 1.0,
+    A.CORTEX: 0.72,
+    A.WM: 0.58,
+    A.VENTRICLE: 1.0,
+    A.DEEP_GM: 0.48,
+    A.BRAINSTEM: 0.55,
+    A.CEREBELLUM: 0.66,
+}
+BASE_FLAIR = {
+    A.CSF: 0.08,
+    A.CORTEX: 0.62,
+    A.WM: 0.48,
+    A.VENTRICLE: 0.06,
+    A.DEEP_GM: 0.55,
+    A.BRAINSTEM: 0.5,
+    A.CEREBELLUM: 0.6,
+}
 
 
-def _phase_image(site: SiteProfile, anat: A.Anatomy, chi: np.ndarray, vein_mask: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _phase_image(
+    site: SiteProfile,
+    anat: A.Anatomy,
+    chi: np.ndarray,
+    vein_mask: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Susceptibility (ppm) → field (dipole model) → high-pass filtered phase with noise."""
     v, shape, lab, brain = anat.voxel_mm, anat.labels.shape, anat.labels, anat.brain
     for code, val in TISSUE_CHI.items():
@@ -331,12 +417,20 @@ def _phase_image(site: SiteProfile, anat: A.Anatomy, chi: np.ndarray, vein_mask:
     phase = highpass(field_ppm + residue, brain, sigma_mm=4.0, voxel_mm=v) * RAD_PER_PPM
     phase = np.clip(phase, -np.pi * 3, np.pi * 3)
     phase += rng.normal(0, site.phase_noise_rad, shape).astype(np.float32) * brain
-    phase += rng.normal(0, 1.5, shape).astype(np.float32) * ~brain  # phase of noise outside the brain
+    phase += (
+        rng.normal(0, 1.5, shape).astype(np.float32) * ~brain
+    )  # phase of noise outside the brain
     return chi, field_ppm, phase
 
 
-def _magnitude_images(site: SiteProfile, anat: A.Anatomy, maps: _LesionMaps, vein_mask: np.ndarray,
-                      field_ppm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _magnitude_images(
+    site: SiteProfile,
+    anat: A.Anatomy,
+    maps: _LesionMaps,
+    vein_mask: np.ndarray,
+    field_ppm: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """T2* magnitude and FLAIR: tissue contrast, lesion changes, bias field, noise."""
     v, shape, lab = anat.voxel_mm, anat.labels.shape, anat.labels
     t2s = np.zeros(shape, np.float32)
@@ -347,7 +441,9 @@ def _magnitude_images(site: SiteProfile, anat: A.Anatomy, maps: _LesionMaps, vei
     bias = 1.0 + 0.08 * smooth_noise(shape, 30.0 / v, rng)
     # Signal decays near air (intravoxel dephasing) and in veins.
     dephase = np.exp(-np.abs(ndimage.gaussian_filter(field_ppm, 1.0)) * 1.5 * anat.air.any())
-    t2s = (t2s * (1 + site.t2star_gain * maps.t2s_mod) * np.where(vein_mask, 0.45, 1.0) * dephase) * bias
+    t2s = (
+        t2s * (1 + site.t2star_gain * maps.t2s_mod) * np.where(vein_mask, 0.45, 1.0) * dephase
+    ) * bias
     t2s = np.abs(t2s + rng.normal(0, 1 / site.t2star_snr, shape)).astype(np.float32)
     flair = flair + site.flair_gain * maps.flair_mod * (lab >= A.CORTEX)
     flair = ndimage.gaussian_filter(flair, 0.6 / v) * bias  # FLAIR is acquired at 1 mm
@@ -355,9 +451,15 @@ def _magnitude_images(site: SiteProfile, anat: A.Anatomy, maps: _LesionMaps, vei
     return t2s, flair
 
 
-def _annotations(anat: A.Anatomy, lesion_id: np.ndarray, lesions: list[LesionTruth], chi: np.ndarray,
-                 rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The annotation process of §2.3: automated segmentation, two raters, consensus, anatomy, air."""
+def _annotations(
+    anat: A.Anatomy,
+    lesion_id: np.ndarray,
+    lesions: list[LesionTruth],
+    chi: np.ndarray,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """The annotation process of §2.3: automated segmentation, two raters, consensus, anatomy,
+    air."""
     seg = _automated_segmentation(lesion_id, lesions, anat, rng)
     reported, consensus = simulate_raters(lesions, rng)
     raters = [_instances(lesion_id, said) for said in reported]
@@ -372,7 +474,9 @@ def _annotations(anat: A.Anatomy, lesion_id: np.ndarray, lesions: list[LesionTru
     }
 
 
-def simulate_raters(lesions: list[LesionTruth], rng: np.random.Generator) -> tuple[list[set[int]], set[int]]:
+def simulate_raters(
+    lesions: list[LesionTruth], rng: np.random.Generator
+) -> tuple[list[set[int]], set[int]]:
     """Two experts' pre-consensus reads and the consensus (§2.3).
 
     Each expert reports a rim+ lesion with a probability that grows with its visibility (rim
@@ -409,7 +513,9 @@ def _instances(lesion_id: np.ndarray, keep: set[int]) -> np.ndarray:
     return out
 
 
-def _automated_segmentation(lesion_id: np.ndarray, lesions: list[LesionTruth], anat: A.Anatomy, rng: np.random.Generator) -> np.ndarray:
+def _automated_segmentation(
+    lesion_id: np.ndarray, lesions: list[LesionTruth], anat: A.Anatomy, rng: np.random.Generator
+) -> np.ndarray:
     """Binary automated segmentation: boundary errors, small false positives, rim+ kept separate."""
     truth = lesion_id > 0
     smooth = ndimage.gaussian_filter(truth.astype(np.float32), 0.8)
@@ -422,7 +528,9 @@ def _automated_segmentation(lesion_id: np.ndarray, lesions: list[LesionTruth], a
     seg = (seg & ~ring) | rim_mask
     # False positives of the segmentation model: small blobs in white and grey matter.
     v = anat.voxel_mm
-    tissue = np.flatnonzero(np.isin(anat.labels, (A.WM, A.CORTEX)) & ~ndimage.binary_dilation(seg, iterations=3))
+    tissue = np.flatnonzero(
+        np.isin(anat.labels, (A.WM, A.CORTEX)) & ~ndimage.binary_dilation(seg, iterations=3)
+    )
     for _ in range(int(rng.poisson(10))):
         centre = anat.coords.reshape(3, -1)[:, rng.choice(tissue)]
         vol = rng.lognormal(np.log(7.0), 0.6)
@@ -430,7 +538,9 @@ def _automated_segmentation(lesion_id: np.ndarray, lesions: list[LesionTruth], a
         cv = (centre + (np.array(seg.shape) - 1) / 2 * v) / v
         box = _box(cv, int(r / v) + 2, seg.shape)
         if box is not None:
-            d = np.sqrt(((anat.coords[(slice(None),) + box] - centre.reshape(3, 1, 1, 1)) ** 2).sum(0))
+            d = np.sqrt(
+                ((anat.coords[(slice(None),) + box] - centre.reshape(3, 1, 1, 1)) ** 2).sum(0)
+            )
             seg[box] |= d < r
     return seg.astype(np.uint8)
 
@@ -439,4 +549,6 @@ def _air_artefact_mask(chi: np.ndarray, anat: A.Anatomy, v: float) -> np.ndarray
     """Brain voxels whose filtered phase is dominated by the air-tissue field (exclusion rule)."""
     air_only = np.where(anat.air, 9.2, 0.0).astype(np.float32)
     art = highpass(forward_field(air_only, v), anat.brain, 4.0, v) * RAD_PER_PPM
-    return (np.abs(ndimage.gaussian_filter(art, 1.0)) > 2.0).astype(np.uint8) & anat.brain.astype(np.uint8)
+    return (np.abs(ndimage.gaussian_filter(art, 1.0)) > 2.0).astype(np.uint8) & anat.brain.astype(
+        np.uint8
+    )

@@ -39,7 +39,9 @@ def dipole_kernel(shape: tuple[int, ...], voxel_mm: float, local_term: float = 0
     return (d + local_term).astype(np.float32)
 
 
-def forward_field(chi_ppm: np.ndarray, voxel_mm: float, local_term: float = 0.0, pad: int = 16) -> np.ndarray:
+def forward_field(
+    chi_ppm: np.ndarray, voxel_mm: float, local_term: float = 0.0, pad: int = 16
+) -> np.ndarray:
     """Field shift (ppm) produced by a susceptibility map; zero-padded to limit wrap-around."""
     padded = np.pad(chi_ppm, pad)
     kernel = dipole_kernel(padded.shape, voxel_mm, local_term)
@@ -52,7 +54,9 @@ def highpass(field: np.ndarray, brain: np.ndarray, sigma_mm: float, voxel_mm: fl
     """Masked Gaussian high-pass filter (the background-field removal of filtered phase)."""
     sigma = sigma_mm / voxel_mm
     m = brain.astype(np.float32)
-    low = ndimage.gaussian_filter(field * m, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-3)
+    low = ndimage.gaussian_filter(field * m, sigma) / np.maximum(
+        ndimage.gaussian_filter(m, sigma), 1e-3
+    )
     return ((field - low) * m).astype(np.float32)
 
 

@@ -62,22 +62,40 @@ class RunResult:
 
 def instantiate_list(node: DictConfig | None) -> list:
     """Instantiate every entry of a config group that has a ``_target_`` (callbacks, loggers)."""
-    return [hydra.utils.instantiate(c) for c in (node or {}).values() if c is not None and "_target_" in c]
+    return [
+        hydra.utils.instantiate(c)
+        for c in (node or {}).values()
+        if c is not None and "_target_" in c
+    ]
 
 
 def inference_description(cfg: DictConfig) -> dict:
     """What inference needs besides the weights, in plain values (stored in every checkpoint)."""
     pre = OmegaConf.to_container(cfg.data.preprocess, resolve=True)
-    return {"format": "rimnet-checkpoint", "rimnet_version": __version__, "experiment": str(cfg.experiment_name),
-            "fold": cfg.fold, "stage": str(cfg.run.stage), "modalities": list(cfg.modalities),
-            "patch": {"patch_size": pre["patch_size"], "context": context_size(pre["patch_size"], pre["max_shift"])},
-            "rules": dict(pre["rules"])}
+    return {
+        "format": "rimnet-checkpoint",
+        "rimnet_version": __version__,
+        "experiment": str(cfg.experiment_name),
+        "fold": cfg.fold,
+        "stage": str(cfg.run.stage),
+        "modalities": list(cfg.modalities),
+        "patch": {
+            "patch_size": pre["patch_size"],
+            "context": context_size(pre["patch_size"], pre["max_shift"]),
+        },
+        "rules": dict(pre["rules"]),
+    }
 
 
 def prediction_table(dm: PatchDataModule, items, probs, cfg: DictConfig) -> pd.DataFrame:
-    """One row per tested lesion: the lesion table's columns, the probability, experiment and fold."""
+    """One row per tested lesion: the lesion table's columns, the probability, experiment and
+    fold."""
     table = dm.table("test")
-    rows = table[[c for c in PREDICTION_COLUMNS if c in table.columns]].iloc[items].reset_index(drop=True)
+    rows = (
+        table[[c for c in PREDICTION_COLUMNS if c in table.columns]]
+        .iloc[items]
+        .reset_index(drop=True)
+    )
     rows.insert(4, "prob", probs)
     rows["experiment"], rows["fold"] = cfg.experiment_name, cfg.fold
     return rows
@@ -95,27 +113,41 @@ def fit_and_test(spec: RunSpec, cache: PatchCache) -> RunResult:
     cfg = spec.cfg
     loader = hydra.utils.instantiate(cfg.data.loader)
     dm = loader(cache, train_ids=spec.train_ids, val_ids=spec.val_ids)
-    print(f"{cfg.experiment_name} fold {cfg.fold} {cfg.run.stage}: {len(dm.rows['train'])} training patches, "
-          f"{len(dm.rows['val'])} validation lesions")
+    print(
+        f"{cfg.experiment_name} fold {cfg.fold} {cfg.run.stage}: {len(dm.rows['train'])} training "
+        f"patches, "
+        f"{len(dm.rows['val'])} validation lesions"
+    )
     seed = run_seed(cfg.seed, cfg.experiment_name, cfg.fold, cfg.run.stage)
     pl.seed_everything(seed, workers=True, verbose=False)
     module = hydra.utils.instantiate(cfg.model, seed=seed, inference=inference_description(cfg))
     module.balance_classes(dm.table("train")["label"])
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")),
-                                      logger=instantiate_list(cfg.get("logger")) or False)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=instantiate_list(cfg.get("callbacks")),
+        logger=instantiate_list(cfg.get("logger")) or False,
+    )
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=spec.resume, weights_only=True)
         predictions, metrics = {}, {}
         weights = None if cfg.trainer.get("fast_dev_run") else spec.test_weights
         for name, ids in spec.test_sets.items():
             test_dm = loader(cache, test_ids=ids)
-            trainer.test(module, datamodule=test_dm, ckpt_path=weights, verbose=False, weights_only=True)
+            trainer.test(
+                module, datamodule=test_dm, ckpt_path=weights, verbose=False, weights_only=True
+            )
             predictions[name] = prediction_table(test_dm, *module.test_outputs(), cfg)
             if not metrics:
-                metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+                metrics = {
+                    k: float(v)
+                    for k, v in trainer.callback_metrics.items()
+                    if k.startswith("test/")
+                }
     finally:
         finish_wandb()
-    staircase = next((cb.staircase for cb in trainer.callbacks if isinstance(cb, StaircaseLR)), None)
+    staircase = next(
+        (cb.staircase for cb in trainer.callbacks if isinstance(cb, StaircaseLR)), None
+    )
     return RunResult(predictions, metrics, staircase)
 
 

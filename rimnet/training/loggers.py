@@ -1,4 +1,5 @@
-"""A CSV logger that keeps the rows of earlier attempts: a resumed run appends to ``metrics.csv``."""
+"""A CSV logger that keeps the rows of earlier attempts: a resumed run appends to
+``metrics.csv``."""
 
 from __future__ import annotations
 

@@ -42,18 +42,32 @@ class RimNetModule(pl.LightningModule):
         >>> module = RimNetModule(RimNet(2, widths=(8, 16, 32)))
     """
 
-    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-                 class_weights: str | Sequence[float] | None = None, channels_last: bool = False,
-                 seed: int | None = None, inference: dict | None = None) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        class_weights: str | Sequence[float] | None = None,
+        channels_last: bool = False,
+        seed: int | None = None,
+        inference: dict | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "inference"])
         self.optimizer = optimizer
         self.inference = dict(inference or {})
         self.net = net.to(memory_format=torch.channels_last_3d) if channels_last else net
-        weights = torch.ones(2) if class_weights in (None, "balanced") else torch.as_tensor(list(class_weights))
+        weights = (
+            torch.ones(2)
+            if class_weights in (None, "balanced")
+            else torch.as_tensor(list(class_weights))
+        )
         self.register_buffer("ce_weight", weights.float(), persistent=False)
-        metrics = MetricCollection({"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision(), "acc": BinaryAccuracy()})
-        self.metrics = nn.ModuleDict({f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")})
+        metrics = MetricCollection(
+            {"auroc": BinaryAUROC(), "ap": BinaryAveragePrecision(), "acc": BinaryAccuracy()}
+        )
+        self.metrics = nn.ModuleDict(
+            {f"{s}_metrics": metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")}
+        )
         self._test_items: list[torch.Tensor] = []
         self._test_probs: list[torch.Tensor] = []
         self._updated: set[str] = set()
@@ -62,11 +76,14 @@ class RimNetModule(pl.LightningModule):
         return self.net(x)
 
     def balance_classes(self, labels: Sequence[int]) -> None:
-        """``class_weights="balanced"``: weight each class by the inverse of its training frequency."""
+        """``class_weights="balanced"``: weight each class by the inverse of its training
+        frequency."""
         if self.hparams.class_weights != "balanced":
             return
         labels = np.asarray(labels)
-        counts = torch.tensor([(labels == 0).sum(), (labels == 1).sum()], dtype=torch.float).clamp(min=1)
+        counts = torch.tensor([(labels == 0).sum(), (labels == 1).sum()], dtype=torch.float).clamp(
+            min=1
+        )
         self.ce_weight = counts.sum() / (2 * counts)
 
     def _step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +93,14 @@ class RimNetModule(pl.LightningModule):
         prob = logits.softmax(1)[:, 1]
         self.metrics[f"{stage}_metrics"].update(prob.detach(), y)
         self._updated.add(stage)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(y))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=len(y),
+        )
         return loss, prob
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -99,7 +123,9 @@ class RimNetModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.get("seed") is not None:
-            pl.seed_everything((self.hparams.seed + 7919 * (self.current_epoch + 1)) % (2**31 - 1), verbose=False)
+            pl.seed_everything(
+                (self.hparams.seed + 7919 * (self.current_epoch + 1)) % (2**31 - 1), verbose=False
+            )
 
     def on_train_epoch_end(self) -> None:
         self._epoch_end("train")
@@ -120,7 +146,10 @@ class RimNetModule(pl.LightningModule):
         return torch.cat(self._test_items).numpy(), torch.cat(self._test_probs).numpy()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {**self.inference, "model": dict(getattr(self.net, "config", {}))}
+        checkpoint[CHECKPOINT_KEY] = {
+            **self.inference,
+            "model": dict(getattr(self.net, "config", {})),
+        }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.optimizer is None:

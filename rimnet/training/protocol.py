@@ -44,14 +44,28 @@ from rimnet.training.run import (
 
 # Config entries that cannot change a job's result: where things go, how they are logged, launched
 # or scheduled on the hardware. Everything else is part of the job's fingerprint.
-NOT_RESULT = {"paths": None, "hydra": None, "logger": None, "run": None, "force": None, "ckpt_path": None,
-              "protocol": None, "test": None, "inner_fold": None, "engine": None,
-              "callbacks": {"progress_bar": None}, "data": {"loader": {"num_workers": None}}}
+NOT_RESULT = {
+    "paths": None,
+    "hydra": None,
+    "logger": None,
+    "run": None,
+    "force": None,
+    "ckpt_path": None,
+    "protocol": None,
+    "test": None,
+    "inner_fold": None,
+    "engine": None,
+    "callbacks": {"progress_bar": None},
+    "data": {"loader": {"num_workers": None}},
+}
 
 
 def _without(d: dict, drop: dict) -> dict:
-    return {k: (_without(v, drop[k]) if isinstance(drop.get(k), dict) and isinstance(v, dict) else v)
-            for k, v in d.items() if not (k in drop and drop[k] is None)}
+    return {
+        k: (_without(v, drop[k]) if isinstance(drop.get(k), dict) and isinstance(v, dict) else v)
+        for k, v in d.items()
+        if not (k in drop and drop[k] is None)
+    }
 
 
 def job_fingerprint(cfg: DictConfig) -> str:
@@ -60,7 +74,8 @@ def job_fingerprint(cfg: DictConfig) -> str:
 
 
 def aggregate_schedules(schedules: list[list[int]]) -> list[int]:
-    """Fixed schedule from the inner runs: mean epochs per rate, rounded half up, ≥ 1 epoch in total.
+    """Fixed schedule from the inner runs: mean epochs per rate, rounded half up, ≥ 1 epoch in
+    total.
 
     Example:
         >>> aggregate_schedules([[5, 3, 3, 3], [7, 4, 3, 3], [6, 3, 4, 3]])
@@ -84,23 +99,41 @@ def _inner_specs(cfg: DictConfig, splits: dict, out: Path) -> list[RunSpec]:
     specs = []
     for j, ids in enumerate(splits["inner"][cfg.fold]):
         if not ids["train"] or not ids["val"]:
-            raise ConfigError(f"inner{j} of outer fold {cfg.fold} has {len(ids['train'])} training and {len(ids['val'])} "
-                              f"validation patients: too few patients for {cfg.data.outer_folds}x{cfg.data.inner_folds} "
-                              "nested CV (set data.outer_folds / data.inner_folds lower)")
+            raise ConfigError(
+                f"inner{j} of outer fold {cfg.fold} has {len(ids['train'])} training and "
+                f"{len(ids['val'])} "
+                f"validation patients: too few patients for "
+                f"{cfg.data.outer_folds}x{cfg.data.inner_folds} "
+                "nested CV (set data.outer_folds / data.inner_folds lower)"
+            )
         run_dir = out / f"inner{j}"
-        specs.append(RunSpec(stage_config(cfg, "inner", f"inner{j}", run_dir), ids["train"], ids["val"],
-                             resume=resume_checkpoint(run_dir)))
+        specs.append(
+            RunSpec(
+                stage_config(cfg, "inner", f"inner{j}", run_dir),
+                ids["train"],
+                ids["val"],
+                resume=resume_checkpoint(run_dir),
+            )
+        )
     return specs
 
 
-def _inner_schedules(cfg: DictConfig, engine, cache, splits: dict, out: Path, key: str) -> list[list[int]]:
+def _inner_schedules(
+    cfg: DictConfig, engine, cache, splits: dict, out: Path, key: str
+) -> list[list[int]]:
     """Epochs per rate of every inner run: recorded ones are kept, the others are trained."""
     specs = _inner_specs(cfg, splits, out)
     todo = [s for s in specs if _finished_schedule(Path(s.cfg.run.dir), key) is None]
     for spec, result in zip(todo, engine.run(todo, cache)):
-        write_json(Path(spec.cfg.run.dir) / "schedule.json", {
-            "fingerprint": key, "epochs_per_rate": list(result.staircase.epochs_per_rate),
-            "stopped_by_plateau": result.staircase.stopped, "rates": list(result.staircase.rates)})
+        write_json(
+            Path(spec.cfg.run.dir) / "schedule.json",
+            {
+                "fingerprint": key,
+                "epochs_per_rate": list(result.staircase.epochs_per_rate),
+                "stopped_by_plateau": result.staircase.stopped,
+                "rates": list(result.staircase.rates),
+            },
+        )
     return [_finished_schedule(Path(s.cfg.run.dir), key) for s in specs]
 
 
@@ -110,10 +143,20 @@ def _start_job(cfg: DictConfig, out: Path, key: str) -> dict | None:
     job = json.loads(job_file.read_text()) if job_file.exists() else {}
     if not cfg.get("force") and job.get("fingerprint") == key and job.get("status") == "done":
         return job
-    if cfg.get("force") or job.get("fingerprint", key) != key:  # nothing of another config is resumed
+    if (
+        cfg.get("force") or job.get("fingerprint", key) != key
+    ):  # nothing of another config is resumed
         for stale in [*out.glob("inner*/schedule.json"), *out.glob("*/checkpoints/*.ckpt")]:
             stale.unlink()
-    write_json(job_file, {"fingerprint": key, "status": "running", "experiment": cfg.experiment_name, "fold": cfg.fold})
+    write_json(
+        job_file,
+        {
+            "fingerprint": key,
+            "status": "running",
+            "experiment": cfg.experiment_name,
+            "fold": cfg.fold,
+        },
+    )
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
     return None
 
@@ -125,32 +168,58 @@ def run_nested_job(cfg: DictConfig) -> dict:
     key = job_fingerprint(cfg)
     finished = _start_job(cfg, out, key)
     if finished is not None:
-        print(f"{cfg.experiment_name} fold {cfg.fold}: finished earlier with the same config, skipped ({out})")
+        print(
+            f"{cfg.experiment_name} fold {cfg.fold}: finished earlier with the same config, "
+            f"skipped ({out})"
+        )
         return finished
     engine = hydra.utils.instantiate(cfg.engine)
     cache, splits = prepare_data(cfg)
     inner_schedules = _inner_schedules(cfg, engine, cache, splits, out, key)
     fixed = aggregate_schedules(inner_schedules)
-    print(f"{cfg.experiment_name} fold {cfg.fold}: inner schedules {inner_schedules} -> fixed schedule {fixed} "
-          "(epochs per rate)")
+    print(
+        f"{cfg.experiment_name} fold {cfg.fold}: inner schedules {inner_schedules} -> fixed "
+        f"schedule {fixed} "
+        "(epochs per rate)"
+    )
     outer = splits["outer"][cfg.fold]
     test_sets = {"predictions": outer["test"]}
     external = external_ids(cfg, cache)
     if external:
         test_sets["external_predictions"] = external
     final_cfg = stage_config(cfg, "final", "final", out / "final", schedule={"fixed_epochs": fixed})
-    final = RunSpec(final_cfg, outer["train"], [], test_sets, resume=resume_checkpoint(out / "final"), test_weights=None)
+    final = RunSpec(
+        final_cfg,
+        outer["train"],
+        [],
+        test_sets,
+        resume=resume_checkpoint(out / "final"),
+        test_weights=None,
+    )
     result = engine.run([final], cache)[0]
     for name, table in result.predictions.items():
         write_predictions(out / f"{name}.csv", table)
     n_test = len(result.predictions["predictions"])
-    job = {"fingerprint": key, "status": "done", "experiment": cfg.experiment_name, "fold": cfg.fold,
-           "inner_schedules": inner_schedules, "fixed_schedule": fixed, "test_metrics": result.metrics,
-           "n_test_lesions": n_test}
-    write_json(out / "schedule.json", {"inner": inner_schedules, "aggregated": fixed, "rates": list(cfg.schedule.rates)})
+    job = {
+        "fingerprint": key,
+        "status": "done",
+        "experiment": cfg.experiment_name,
+        "fold": cfg.fold,
+        "inner_schedules": inner_schedules,
+        "fixed_schedule": fixed,
+        "test_metrics": result.metrics,
+        "n_test_lesions": n_test,
+    }
+    write_json(
+        out / "schedule.json",
+        {"inner": inner_schedules, "aggregated": fixed, "rates": list(cfg.schedule.rates)},
+    )
     write_json(out / "job.json", job)
-    print(f"{cfg.experiment_name} fold {cfg.fold}: test AUROC {result.metrics.get('test/auroc', float('nan')):.3f} "
-          f"on {n_test} lesions; folder {out}")
+    print(
+        f"{cfg.experiment_name} fold {cfg.fold}: test AUROC "
+        f"{result.metrics.get('test/auroc', float('nan')):.3f} "
+        f"on {n_test} lesions; folder {out}"
+    )
     if external:
         ensemble_external(out.parent, cfg.data.outer_folds)
     return job
@@ -167,7 +236,9 @@ def ensemble_external(experiment_dir: Path, n_folds: int = 4) -> Path | None:
     if not all(f.exists() for f in files):
         return None
     tables = [pd.read_csv(f, keep_default_na=False) for f in files]
-    probs = np.stack([t.set_index("lesion_id").loc[tables[0]["lesion_id"], "prob"].to_numpy() for t in tables])
+    probs = np.stack(
+        [t.set_index("lesion_id").loc[tables[0]["lesion_id"], "prob"].to_numpy() for t in tables]
+    )
     ens = tables[0].copy()
     ens["prob"] = probs.mean(0)
     ens["prob_std"] = probs.std(0)
@@ -177,4 +248,3 @@ def ensemble_external(experiment_dir: Path, n_folds: int = 4) -> Path | None:
         ens.to_csv(tmp, index=False)
     print(f"inter-center ensemble of {n_folds} fold models on {len(ens)} external lesions: {path}")
     return path
-

@@ -23,7 +23,9 @@ def run_seed(seed: int, experiment: str, fold: int | str, stage: str) -> int:
         >>> run_seed(42, "phase_flair", 0, "inner1") == run_seed(42, "phase_flair", 0, "inner1")
         True
     """
-    return int(fingerprint([int(seed), str(experiment), str(fold), str(stage)])[:8], 16) % (2**31 - 1)
+    return int(fingerprint([int(seed), str(experiment), str(fold), str(stage)])[:8], 16) % (
+        2**31 - 1
+    )
 
 
 def claim_run_folder(path: str | Path) -> Path:
@@ -43,8 +45,10 @@ def check_fold_config(cfg: DictConfig) -> None:
     for key, folds_key in checks:
         value, n = cfg[key], cfg.data[folds_key]
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:
-            raise ConfigError(f"{key}={value!r} is out of range: with data.{folds_key}={n} "
-                              f"it must be an integer from 0 to {n - 1}")
+            raise ConfigError(
+                f"{key}={value!r} is out of range: with data.{folds_key}={n} "
+                f"it must be an integer from 0 to {n - 1}"
+            )
 
 
 def resume_checkpoint(run_dir: str | Path) -> str | None:
@@ -77,14 +81,24 @@ def prepare_data(cfg: DictConfig) -> tuple[PatchCache, dict]:
     if cfg.data.synthetic:
         with file_lock(lock_for(cohort.parent)):
             cohort = generate_cohort(cohort.parent, cfg.data.scale, seed=cfg.data.synth_seed)
-    cache = build_cache(cohort, cfg.data.cache_dir, PreprocessConfig.from_config(cfg.data.preprocess))
+    cache = build_cache(
+        cohort, cfg.data.cache_dir, PreprocessConfig.from_config(cfg.data.preprocess)
+    )
     patients, splits_file = cache.patients, Path(cfg.data.splits_file)
     if cfg.get("train_sites"):
         patients = patients[patients["site"].isin(list(cfg.train_sites))]
-        splits_file = splits_file.with_name(f"{splits_file.stem}-{'-'.join(cfg.train_sites)}{splits_file.suffix}")
+        splits_file = splits_file.with_name(
+            f"{splits_file.stem}-{'-'.join(cfg.train_sites)}{splits_file.suffix}"
+        )
     with file_lock(lock_for(splits_file)):
-        splits = load_or_make_splits(splits_file, patients, cache.lesions, cfg.data.outer_folds, cfg.data.inner_folds,
-                                     cfg.data.split_seed)
+        splits = load_or_make_splits(
+            splits_file,
+            patients,
+            cache.lesions,
+            cfg.data.outer_folds,
+            cfg.data.inner_folds,
+            cfg.data.split_seed,
+        )
     return cache, splits
 
 
@@ -94,7 +108,9 @@ def external_ids(cfg: DictConfig, cache: PatchCache) -> list[str]:
     return cache.patients.loc[cache.patients["site"].isin(sites), "patient_id"].tolist()
 
 
-def stage_config(cfg: DictConfig, kind: str, stage: str, run_dir: str | Path, **values: object) -> DictConfig:
+def stage_config(
+    cfg: DictConfig, kind: str, stage: str, run_dir: str | Path, **values: object
+) -> DictConfig:
     """The config of one run of a nested job: the job's config, the overlay ``stages.<kind>``, the
     run's folder and stage name, and ``values`` (e.g. ``schedule={"fixed_epochs": [6, 3, 3, 3]}``).
 

@@ -29,12 +29,25 @@ class Staircase:
         ('stop', [3, 1, 1, 1])
     """
 
-    def __init__(self, rates: Sequence[float] = PAPER_RATES, patience: int = 3, fixed_epochs: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        rates: Sequence[float] = PAPER_RATES,
+        patience: int = 3,
+        fixed_epochs: Sequence[int] | None = None,
+    ) -> None:
         if fixed_epochs is not None and len(fixed_epochs) != len(rates):
-            raise ConfigError(f"fixed_epochs {list(fixed_epochs)} needs one entry per rate {list(rates)}")
+            raise ConfigError(
+                f"fixed_epochs {list(fixed_epochs)} needs one entry per rate {list(rates)}"
+            )
         self.rates, self.patience = list(rates), patience
         self.fixed_epochs = None if fixed_epochs is None else [int(e) for e in fixed_epochs]
-        self.level, self.best, self.wait, self.epochs_per_rate, self.stopped = 0, float("inf"), 0, [0] * len(rates), False
+        self.level, self.best, self.wait, self.epochs_per_rate, self.stopped = (
+            0,
+            float("inf"),
+            0,
+            [0] * len(rates),
+            False,
+        )
 
     @property
     def lr(self) -> float:
@@ -75,8 +88,13 @@ class Staircase:
         return "decay"
 
     def state_dict(self) -> dict:
-        return {"level": self.level, "best": self.best, "wait": self.wait, "epochs_per_rate": list(self.epochs_per_rate),
-                "stopped": self.stopped}
+        return {
+            "level": self.level,
+            "best": self.best,
+            "wait": self.wait,
+            "epochs_per_rate": list(self.epochs_per_rate),
+            "stopped": self.stopped,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
@@ -84,14 +102,20 @@ class Staircase:
 
 
 class StaircaseLR(pl.Callback):
-    """Lightning callback driving :class:`Staircase`: sets the optimiser's rate each epoch and stops.
+    """Lightning callback driving :class:`Staircase`: sets the optimiser's rate each epoch and
+    stops.
 
     In plateau mode it reads ``monitor`` (``val/loss``) after validation; in fixed mode it needs no
     validation. The state is saved in checkpoints, so a resumed run continues the same schedule.
     """
 
-    def __init__(self, rates: Sequence[float] = PAPER_RATES, patience: int = 3, fixed_epochs: Sequence[int] | None = None,
-                 monitor: str = "val/loss") -> None:
+    def __init__(
+        self,
+        rates: Sequence[float] = PAPER_RATES,
+        patience: int = 3,
+        fixed_epochs: Sequence[int] | None = None,
+        monitor: str = "val/loss",
+    ) -> None:
         self.staircase = Staircase(rates, patience, fixed_epochs)
         self.monitor = monitor
 
