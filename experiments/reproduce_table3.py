@@ -168,7 +168,13 @@ def main() -> None:
     (out / "README.md").write_text("\n".join(lines))
     (out / "run.json").write_text(
         json.dumps(
-            {"scale": args.scale, "wall_s": wall, "machine": machine(), "commands": cmds}, indent=2
+            {
+                "scale": args.scale,
+                "wall_s": wall,
+                "machine": machine(),
+                "commands": [["python", *c[1:]] for c in cmds],
+            },
+            indent=2,
         )
     )
     print(f"written: {out}/README.md ({wall / 60:.1f} min)")

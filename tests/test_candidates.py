@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rimnet.data.candidates import CandidateRules, extract_candidates
-from rimnet.synth import anatomy as A
+from rimnet.synth import anatomy
 
 
 def aff(v: float) -> np.ndarray:
@@ -73,10 +73,10 @@ def test_labels_raters_and_consensus_needed():
 
 def test_location_rules():
     shape = (60, 60, 60)
-    anat = np.full(shape, A.WM, np.uint8)
-    anat[28:32, 0:60, 28:32] = A.VENTRICLE
-    anat[:, :, 55:] = A.CORTEX
-    anat[0:10, 0:10, 0:10] = A.DEEP_GM
+    anat = np.full(shape, anatomy.WM, np.uint8)
+    anat[28:32, 0:60, 28:32] = anatomy.VENTRICLE
+    anat[:, :, 55:] = anatomy.CORTEX
+    anat[0:10, 0:10, 0:10] = anatomy.DEEP_GM
     m = np.zeros(shape, np.uint8)
     m[28:32, 10:14, 33:36] = 1  # 1 voxel gap to the ventricle: inside the 3 mm dilation
     m[10:14, 40:44, 51:55] = 1  # half of it within 2 mm of the cortex

@@ -7,7 +7,7 @@ from scipy import stats as sps
 from sklearn.metrics import average_precision_score, roc_auc_score
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
-from rimnet.evaluation import analysis as A
+from rimnet.evaluation import analysis
 from rimnet.evaluation.stats import (
     confusion_metrics,
     delong_ci,
@@ -141,7 +141,7 @@ def _preds(seed=0, folds=4, n=200):
 
 def test_mean_curves_match_sklearn_per_fold():
     pred = _preds()
-    mc = A.mean_curves(pred)
+    mc = analysis.mean_curves(pred)
     for fold, g in pred.groupby("fold"):
         assert mc.fold_auc[fold] == pytest.approx(roc_auc_score(g.label, g.prob))
         assert mc.fold_ap[fold] == pytest.approx(average_precision_score(g.label, g.prob))
@@ -153,7 +153,7 @@ def test_mean_curves_match_sklearn_per_fold():
 
 
 def test_roc_on_grid_is_piecewise_constant():
-    tpr = A.roc_on_grid([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], np.array([0.0, 0.49, 0.5, 1.0]))
+    tpr = analysis.roc_on_grid([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], np.array([0.0, 0.49, 0.5, 1.0]))
     assert tpr.tolist() == [0.5, 0.5, 1.0, 1.0]
 
 
@@ -167,10 +167,10 @@ def test_patient_wise_counts_on_a_hand_made_table():
             "rater2": [1, 1, 0, 1, 0, 1, 0, 0, 1, 0],
         }
     )
-    counts = A.patient_counts(pred)
+    counts = analysis.patient_counts(pred)
     assert counts.loc["a", ["true", "model", "rater1", "rater2"]].tolist() == [4, 4, 4, 3]
     assert counts.loc["b", ["true", "model"]].tolist() == [1, 2]
-    pw = A.patient_wise(counts, thresholds=[1, 4])
+    pw = analysis.patient_wise(counts, thresholds=[1, 4])
     at4 = pw[(pw.threshold == 4)].set_index("who")
     assert at4.loc["model", "accuracy"] == 1.0 and at4.loc["rater2", "accuracy"] == pytest.approx(
         2 / 3
@@ -188,20 +188,20 @@ def test_operating_point_table_and_error_analyses():
     pred["location"] = np.array(["periventricular", "juxtacortical", "deep_wm", "other"])[
         np.arange(len(pred)) % 4
     ]
-    op = A.apply_operating_point(pred)
+    op = analysis.apply_operating_point(pred)
     for _, g in op.groupby("fold"):
         assert confusion_metrics(g.label, g.pred)["specificity"] >= 0.95
-    t3 = A.lesion_table(op)
+    t3 = analysis.lesion_table(op)
     assert list(t3.index) == ["model", "rater1", "rater2"]
     assert t3.loc["model", "accuracy"] == pytest.approx((op.pred == op.label).mean())
     assert t3.loc["model", "p_vs_rater1"] == pytest.approx(
         mcnemar_test(op.pred == op.label, op.rater1 == op.label).p_value
     )
-    err = A.consensus_error_analysis(op).set_index("class")
+    err = analysis.consensus_error_analysis(op).set_index("class")
     wrong = op.pred != op.label
     agreed_pos = wrong[(op.label == 1) & ~op.consensus_needed]
     assert err.loc["rim+", "error_agreed"] == pytest.approx(agreed_pos.mean())
-    loc = A.location_analysis(op).set_index("location")
+    loc = analysis.location_analysis(op).set_index("location")
     assert loc["rim+"].sum() == op.label.sum()
     g = op[op.location == "deep_wm"]
     assert loc.loc["deep_wm", "accuracy"] == pytest.approx((g.pred == g.label).mean())
@@ -229,7 +229,7 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
     base["rater1"] = np.where(rng.random(n) < 0.95, base.label, 1 - base.label)
     base["rater2"] = np.where(rng.random(n) < 0.95, base.label, 1 - base.label)
     base["consensus_needed"] = base.rater1 != base.rater2
-    base["location"] = np.array(list(A.LOCATIONS))[rng.integers(0, 4, n)]
+    base["location"] = np.array(list(analysis.LOCATIONS))[rng.integers(0, 4, n)]
     fold = (base.patient_id.str[1:].astype(int) % 4).to_numpy()
     for e in cv_experiments():
         p = base.assign(
@@ -275,7 +275,7 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
             for f in sorted((tmp_path / "sweep" / "phase_flair").glob("fold*/predictions.csv"))
         ]
     )
-    op = A.apply_operating_point(rimnet)
+    op = analysis.apply_operating_point(rimnet)
     row = t3[(t3.section == "cv") & (t3.row == "RimNet: phase + FLAIR")].iloc[0]
     assert row.sensitivity == pytest.approx(
         100 * confusion_metrics(op.label, op.pred)["sensitivity"]

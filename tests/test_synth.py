@@ -9,7 +9,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from rimnet.data.candidates import extract_candidates
 from rimnet.data.cohort import load_patient, read_cohort
-from rimnet.synth import anatomy as A
+from rimnet.synth import anatomy
 from rimnet.synth.phantom import (
     SITES,
     LesionTruth,
@@ -106,6 +106,6 @@ def test_rim_burden_per_patient(site, share):
 
 
 def test_anatomy_codes():
-    a = A.make_anatomy((64, 72, 52), 0.67, np.random.default_rng(0))
+    a = anatomy.make_anatomy((64, 72, 52), 0.67, np.random.default_rng(0))
     assert a.labels.shape == (96, 107, 78)
     assert not (a.labels[a.air] > 0).any()

@@ -169,7 +169,7 @@ def _build_cache(
     progress: bool,
 ) -> PatchCache:
     cohort = read_cohort(cohort_csv, cfg.modalities, cfg.sites)
-    key = fingerprint(
+    cache_hash = fingerprint(
         {"version": CACHE_VERSION, "params": asdict(cfg), "inputs": _inputs_signature(cohort, cfg)}
     )
     cache_dir = Path(cache_dir)
@@ -177,7 +177,7 @@ def _build_cache(
     if (
         not force
         and meta_path.exists()
-        and json.loads(meta_path.read_text()).get("fingerprint") == key
+        and json.loads(meta_path.read_text()).get("fingerprint") == cache_hash
     ):
         return load_cache(cache_dir)
     with atomic_dir(cache_dir, "patch-cache", "cache_dir") as tmp:
@@ -185,7 +185,7 @@ def _build_cache(
         lesions = pd.DataFrame(rows, columns=LESION_COLUMNS)
         lesions.to_csv(tmp / "lesions.csv", index=False)
         pd.DataFrame(patients).to_csv(tmp / "patients.csv", index=False)
-        write_json(tmp / "meta.json", _meta(key, cohort_csv, cfg, lesions, len(patients)))
+        write_json(tmp / "meta.json", _meta(cache_hash, cohort_csv, cfg, lesions, len(patients)))
     return load_cache(cache_dir)
 
 
@@ -285,12 +285,16 @@ def _lesion_variants(
 
 
 def _meta(
-    key: str, cohort_csv: str | Path, cfg: PreprocessConfig, lesions: pd.DataFrame, n_patients: int
+    cache_hash: str,
+    cohort_csv: str | Path,
+    cfg: PreprocessConfig,
+    lesions: pd.DataFrame,
+    n_patients: int,
 ) -> dict:
     originals = lesions[lesions["augmentation"] == "none"]
     c = cfg.context
     return {
-        "fingerprint": key,
+        "fingerprint": cache_hash,
         "version": CACHE_VERSION,
         "cohort": str(Path(cohort_csv).resolve()),
         "shape": [len(lesions), len(cfg.modalities), c, c, c],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -374,7 +375,9 @@ def write_report(
             }
         )
     summary = {
-        "sweep_dir": str(Path(sweep_dir).resolve()),
+        "sweep_dir": os.path.relpath(
+            Path(sweep_dir).resolve(), out.resolve()
+        ),  # portable: relative
         "configurations": sorted(preds),
         "missing": missing,
         "auc": aucs.set_index("experiment")[["auc_mean_folds", "auc_pooled"]].to_dict("index")

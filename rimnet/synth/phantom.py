@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from rimnet.synth import anatomy as A
+from rimnet.synth import anatomy
 from rimnet.synth.physics import RAD_PER_PPM, forward_field, highpass, smooth_noise
 
 
@@ -121,24 +121,24 @@ REGION_WEIGHTS = {
 }
 
 
-def _region_maps(anat: A.Anatomy) -> dict[str, np.ndarray]:
+def _region_maps(anat: anatomy.Anatomy) -> dict[str, np.ndarray]:
     """Where lesion centres of each location class may be drawn."""
     v = anat.voxel_mm
     lab = anat.labels
-    wm = lab == A.WM
-    d_vent = ndimage.distance_transform_edt(lab != A.VENTRICLE, sampling=v)
-    d_ctx = ndimage.distance_transform_edt(lab != A.CORTEX, sampling=v)
-    interior = ndimage.distance_transform_edt(lab >= A.CORTEX, sampling=v) > 5.0
+    wm = lab == anatomy.WM
+    d_vent = ndimage.distance_transform_edt(lab != anatomy.VENTRICLE, sampling=v)
+    d_ctx = ndimage.distance_transform_edt(lab != anatomy.CORTEX, sampling=v)
+    interior = ndimage.distance_transform_edt(lab >= anatomy.CORTEX, sampling=v) > 5.0
     return {
         "periventricular": wm & (d_vent > 1.0) & (d_vent < 4.0),
         "juxtacortical": wm & (d_ctx > 0.5) & (d_ctx < 2.5),
         "deep_wm": wm & (d_vent > 6.0) & (d_ctx > 5.0),
-        "other": np.isin(lab, (A.DEEP_GM, A.BRAINSTEM, A.CEREBELLUM)) & interior,
+        "other": np.isin(lab, (anatomy.DEEP_GM, anatomy.BRAINSTEM, anatomy.CEREBELLUM)) & interior,
     }
 
 
 def _lesion_mask(
-    anat: A.Anatomy,
+    anat: anatomy.Anatomy,
     centre_mm: np.ndarray,
     volume_mm3: float,
     rng: np.random.Generator,
@@ -201,7 +201,7 @@ def make_patient(
     susceptibility and the filtered phase → T2* magnitude and FLAIR → the annotation process.
     """
     v = site.voxel_mm
-    anat = A.make_anatomy(fov_mm, v, rng)
+    anat = anatomy.make_anatomy(fov_mm, v, rng)
     regions = _region_maps(anat)
     wobble = smooth_noise(anat.labels.shape, 2.0 / v, rng)
     maps, lesions = _place_lesions(site, anat, regions, wobble, lesion_scale, rng, min_rim)
@@ -216,7 +216,7 @@ def make_patient(
 
 def _place_lesions(
     site: SiteProfile,
-    anat: A.Anatomy,
+    anat: anatomy.Anatomy,
     regions: dict[str, np.ndarray],
     wobble: np.ndarray,
     lesion_scale: float,
@@ -261,7 +261,7 @@ def _place_lesions(
 
 
 def _find_place(
-    anat: A.Anatomy,
+    anat: anatomy.Anatomy,
     maps: _LesionMaps,
     lesions: list[LesionTruth],
     candidates: np.ndarray,
@@ -292,7 +292,7 @@ def _find_place(
             continue
         box, mask, rad = drawn
         inside = anat.labels[box][mask]
-        if np.mean((inside >= A.CORTEX) & (inside != A.VENTRICLE)) < 0.9:
+        if np.mean((inside >= anatomy.CORTEX) & (inside != anatomy.VENTRICLE)) < 0.9:
             continue
         guard = ndimage.binary_dilation(mask, iterations=2 if rim else 1)
         if not confluent and maps.occupied[box][guard].any():
@@ -304,7 +304,7 @@ def _find_place(
 
 
 def _paint_lesion(
-    anat: A.Anatomy,
+    anat: anatomy.Anatomy,
     maps: _LesionMaps,
     truth: LesionTruth,
     centre: np.ndarray,
@@ -353,11 +353,11 @@ def _paint_lesion(
         maps.veins.append((centre - axis * 6.0, centre + axis * 6.0, rng.uniform(0.25, 0.4)))
 
 
-def _vein_mask(anat: A.Anatomy, veins: list, rng: np.random.Generator) -> np.ndarray:
+def _vein_mask(anat: anatomy.Anatomy, veins: list, rng: np.random.Generator) -> np.ndarray:
     """The lesions' veins plus medullary veins crossing the white matter, rasterised in the
     brain."""
     v, shape = anat.voxel_mm, anat.labels.shape
-    wm_pts = np.flatnonzero(anat.labels == A.WM)
+    wm_pts = np.flatnonzero(anat.labels == anatomy.WM)
     for _ in range(int(rng.integers(8, 14))):
         p0 = anat.coords.reshape(3, -1)[:, rng.choice(wm_pts)]
         d = rng.standard_normal(3)
@@ -372,36 +372,36 @@ def _vein_mask(anat: A.Anatomy, veins: list, rng: np.random.Generator) -> np.nda
 
 
 TISSUE_CHI = {
-    A.CORTEX: 0.02,
-    A.WM: -0.03,
-    A.VENTRICLE: 0.0,
-    A.DEEP_GM: 0.07,
-    A.BRAINSTEM: -0.02,
-    A.CEREBELLUM: 0.01,
+    anatomy.CORTEX: 0.02,
+    anatomy.WM: -0.03,
+    anatomy.VENTRICLE: 0.0,
+    anatomy.DEEP_GM: 0.07,
+    anatomy.BRAINSTEM: -0.02,
+    anatomy.CEREBELLUM: 0.01,
 }
 BASE_T2S = {
-    A.CSF: 1.0,
-    A.CORTEX: 0.72,
-    A.WM: 0.58,
-    A.VENTRICLE: 1.0,
-    A.DEEP_GM: 0.48,
-    A.BRAINSTEM: 0.55,
-    A.CEREBELLUM: 0.66,
+    anatomy.CSF: 1.0,
+    anatomy.CORTEX: 0.72,
+    anatomy.WM: 0.58,
+    anatomy.VENTRICLE: 1.0,
+    anatomy.DEEP_GM: 0.48,
+    anatomy.BRAINSTEM: 0.55,
+    anatomy.CEREBELLUM: 0.66,
 }
 BASE_FLAIR = {
-    A.CSF: 0.08,
-    A.CORTEX: 0.62,
-    A.WM: 0.48,
-    A.VENTRICLE: 0.06,
-    A.DEEP_GM: 0.55,
-    A.BRAINSTEM: 0.5,
-    A.CEREBELLUM: 0.6,
+    anatomy.CSF: 0.08,
+    anatomy.CORTEX: 0.62,
+    anatomy.WM: 0.48,
+    anatomy.VENTRICLE: 0.06,
+    anatomy.DEEP_GM: 0.55,
+    anatomy.BRAINSTEM: 0.5,
+    anatomy.CEREBELLUM: 0.6,
 }
 
 
 def _phase_image(
     site: SiteProfile,
-    anat: A.Anatomy,
+    anat: anatomy.Anatomy,
     chi: np.ndarray,
     vein_mask: np.ndarray,
     rng: np.random.Generator,
@@ -425,7 +425,7 @@ def _phase_image(
 
 def _magnitude_images(
     site: SiteProfile,
-    anat: A.Anatomy,
+    anat: anatomy.Anatomy,
     maps: _LesionMaps,
     vein_mask: np.ndarray,
     field_ppm: np.ndarray,
@@ -445,14 +445,14 @@ def _magnitude_images(
         t2s * (1 + site.t2star_gain * maps.t2s_mod) * np.where(vein_mask, 0.45, 1.0) * dephase
     ) * bias
     t2s = np.abs(t2s + rng.normal(0, 1 / site.t2star_snr, shape)).astype(np.float32)
-    flair = flair + site.flair_gain * maps.flair_mod * (lab >= A.CORTEX)
+    flair = flair + site.flair_gain * maps.flair_mod * (lab >= anatomy.CORTEX)
     flair = ndimage.gaussian_filter(flair, 0.6 / v) * bias  # FLAIR is acquired at 1 mm
     flair = np.abs(flair + rng.normal(0, 1 / site.flair_snr, shape)).astype(np.float32)
     return t2s, flair
 
 
 def _annotations(
-    anat: A.Anatomy,
+    anat: anatomy.Anatomy,
     lesion_id: np.ndarray,
     lesions: list[LesionTruth],
     chi: np.ndarray,
@@ -514,7 +514,10 @@ def _instances(lesion_id: np.ndarray, keep: set[int]) -> np.ndarray:
 
 
 def _automated_segmentation(
-    lesion_id: np.ndarray, lesions: list[LesionTruth], anat: A.Anatomy, rng: np.random.Generator
+    lesion_id: np.ndarray,
+    lesions: list[LesionTruth],
+    anat: anatomy.Anatomy,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """Binary automated segmentation: boundary errors, small false positives, rim+ kept separate."""
     truth = lesion_id > 0
@@ -529,7 +532,8 @@ def _automated_segmentation(
     # False positives of the segmentation model: small blobs in white and grey matter.
     v = anat.voxel_mm
     tissue = np.flatnonzero(
-        np.isin(anat.labels, (A.WM, A.CORTEX)) & ~ndimage.binary_dilation(seg, iterations=3)
+        np.isin(anat.labels, (anatomy.WM, anatomy.CORTEX))
+        & ~ndimage.binary_dilation(seg, iterations=3)
     )
     for _ in range(int(rng.poisson(10))):
         centre = anat.coords.reshape(3, -1)[:, rng.choice(tissue)]
@@ -545,7 +549,7 @@ def _automated_segmentation(
     return seg.astype(np.uint8)
 
 
-def _air_artefact_mask(chi: np.ndarray, anat: A.Anatomy, v: float) -> np.ndarray:
+def _air_artefact_mask(chi: np.ndarray, anat: anatomy.Anatomy, v: float) -> np.ndarray:
     """Brain voxels whose filtered phase is dominated by the air-tissue field (exclusion rule)."""
     air_only = np.where(anat.air, 9.2, 0.0).astype(np.float32)
     art = highpass(forward_field(air_only, v), anat.brain, 4.0, v) * RAD_PER_PPM

@@ -88,9 +88,9 @@ def aggregate_schedules(schedules: list[list[int]]) -> list[int]:
     return fixed
 
 
-def _finished_schedule(run_dir: Path, key: str) -> list[int] | None:
+def _finished_schedule(run_dir: Path, job_hash: str) -> list[int] | None:
     record = run_dir / "schedule.json"
-    if record.exists() and json.loads(record.read_text()).get("fingerprint") == key:
+    if record.exists() and json.loads(record.read_text()).get("fingerprint") == job_hash:
         return json.loads(record.read_text())["epochs_per_rate"]
     return None
 
@@ -119,39 +119,39 @@ def _inner_specs(cfg: DictConfig, splits: dict, out: Path) -> list[RunSpec]:
 
 
 def _inner_schedules(
-    cfg: DictConfig, engine, cache, splits: dict, out: Path, key: str
+    cfg: DictConfig, engine, cache, splits: dict, out: Path, job_hash: str
 ) -> list[list[int]]:
     """Epochs per rate of every inner run: recorded ones are kept, the others are trained."""
     specs = _inner_specs(cfg, splits, out)
-    todo = [s for s in specs if _finished_schedule(Path(s.cfg.run.dir), key) is None]
+    todo = [s for s in specs if _finished_schedule(Path(s.cfg.run.dir), job_hash) is None]
     for spec, result in zip(todo, engine.run(todo, cache)):
         write_json(
             Path(spec.cfg.run.dir) / "schedule.json",
             {
-                "fingerprint": key,
+                "fingerprint": job_hash,
                 "epochs_per_rate": list(result.staircase.epochs_per_rate),
                 "stopped_by_plateau": result.staircase.stopped,
                 "rates": list(result.staircase.rates),
             },
         )
-    return [_finished_schedule(Path(s.cfg.run.dir), key) for s in specs]
+    return [_finished_schedule(Path(s.cfg.run.dir), job_hash) for s in specs]
 
 
-def _start_job(cfg: DictConfig, out: Path, key: str) -> dict | None:
+def _start_job(cfg: DictConfig, out: Path, job_hash: str) -> dict | None:
     """The finished job's record if it can be skipped; else mark the job as running."""
     job_file = out / "job.json"
     job = json.loads(job_file.read_text()) if job_file.exists() else {}
-    if not cfg.get("force") and job.get("fingerprint") == key and job.get("status") == "done":
+    if not cfg.get("force") and job.get("fingerprint") == job_hash and job.get("status") == "done":
         return job
     if (
-        cfg.get("force") or job.get("fingerprint", key) != key
+        cfg.get("force") or job.get("fingerprint", job_hash) != job_hash
     ):  # nothing of another config is resumed
         for stale in [*out.glob("inner*/schedule.json"), *out.glob("*/checkpoints/*.ckpt")]:
             stale.unlink()
     write_json(
         job_file,
         {
-            "fingerprint": key,
+            "fingerprint": job_hash,
             "status": "running",
             "experiment": cfg.experiment_name,
             "fold": cfg.fold,
@@ -165,8 +165,8 @@ def run_nested_job(cfg: DictConfig) -> dict:
     """Run (or skip, or resume) one nested-CV job into ``cfg.paths.output_dir``."""
     check_fold_config(cfg)
     out = claim_run_folder(cfg.paths.output_dir)
-    key = job_fingerprint(cfg)
-    finished = _start_job(cfg, out, key)
+    job_hash = job_fingerprint(cfg)
+    finished = _start_job(cfg, out, job_hash)
     if finished is not None:
         print(
             f"{cfg.experiment_name} fold {cfg.fold}: finished earlier with the same config, "
@@ -175,7 +175,7 @@ def run_nested_job(cfg: DictConfig) -> dict:
         return finished
     engine = hydra.utils.instantiate(cfg.engine)
     cache, splits = prepare_data(cfg)
-    inner_schedules = _inner_schedules(cfg, engine, cache, splits, out, key)
+    inner_schedules = _inner_schedules(cfg, engine, cache, splits, out, job_hash)
     fixed = aggregate_schedules(inner_schedules)
     print(
         f"{cfg.experiment_name} fold {cfg.fold}: inner schedules {inner_schedules} -> fixed "
@@ -201,7 +201,7 @@ def run_nested_job(cfg: DictConfig) -> dict:
         write_predictions(out / f"{name}.csv", table)
     n_test = len(result.predictions["predictions"])
     job = {
-        "fingerprint": key,
+        "fingerprint": job_hash,
         "status": "done",
         "experiment": cfg.experiment_name,
         "fold": cfg.fold,
