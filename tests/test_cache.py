@@ -211,3 +211,17 @@ def test_preprocess_and_synth_cli(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0 and "scale" in out.stdout
+
+
+def test_parallel_preprocessing_writes_the_same_cache(tmp_path):
+    patients = {f"p{i}": simple_patient(seed=i) for i in range(3)}
+    csv = write_cohort(tmp_path / "c", patients)
+    one = build_cache(
+        csv, tmp_path / "one", PreprocessConfig(elastic_copies=1, n_jobs=1), progress=False
+    )
+    two = build_cache(
+        csv, tmp_path / "two", PreprocessConfig(elastic_copies=1, n_jobs=2), progress=False
+    )
+    for name in ("patches.bin", "lesions.csv", "patients.csv"):
+        assert (one.path / name).read_bytes() == (two.path / name).read_bytes(), name
+    assert one.meta["fingerprint"] == two.meta["fingerprint"]  # n_jobs is not part of the result

@@ -63,6 +63,9 @@ def test_rimnet_architecture():
     assert net.main.block2[0].in_channels == 64  # early fusion: 32 main + 32 second-branch channels
     assert net.second.block2[0].in_channels == 32
     assert (
+        net.main.block1[0].bias is None and net.main.close.bias is not None
+    )  # BN follows the conv
+    assert (
         net.main.close.out_channels == 1 and net.head[0].in_features == 2 * 27
     )  # late fusion of 1×3×3×3 each
     assert [m.out_features for m in net.head if isinstance(m, torch.nn.Linear)] == [256, 128, 64, 2]

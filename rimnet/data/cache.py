@@ -46,7 +46,7 @@ from rimnet.io import (
     write_json,
 )
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: elastic copies seeded per patient (parallel preprocessing)
 RIM_OUTSIDE_POLICIES = ("error", "warn", "ignore")
 
 
@@ -65,7 +65,19 @@ class PreprocessConfig:
     resample: bool = False
     sites: list[str] | None = None
     rim_outside_lesion: str = "error"
+    n_jobs: int | None = 1  # processes over patients; None: the cores available (same output)
     rules: CandidateRules = field(default_factory=CandidateRules)
+
+    def workers(self) -> int:
+        """How many processes preprocess patients (``n_jobs``, or the cores available)."""
+        import os
+
+        cores = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+        return max(1, int(self.n_jobs or cores))
 
     @property
     def context(self) -> int:
@@ -161,6 +173,11 @@ def build_cache(
         return _build_cache(cohort_csv, cache_dir, cfg, force, progress)
 
 
+def _result_params(cfg: PreprocessConfig) -> dict:
+    """The parameters that decide a cache's content (``n_jobs`` does not)."""
+    return {k: v for k, v in asdict(cfg).items() if k != "n_jobs"}
+
+
 def _build_cache(
     cohort_csv: str | Path,
     cache_dir: str | Path,
@@ -170,7 +187,11 @@ def _build_cache(
 ) -> PatchCache:
     cohort = read_cohort(cohort_csv, cfg.modalities, cfg.sites)
     cache_hash = fingerprint(
-        {"version": CACHE_VERSION, "params": asdict(cfg), "inputs": _inputs_signature(cohort, cfg)}
+        {
+            "version": CACHE_VERSION,
+            "params": _result_params(cfg),
+            "inputs": _inputs_signature(cohort, cfg),
+        }
     )
     cache_dir = Path(cache_dir)
     meta_path = cache_dir / "meta.json"
@@ -192,28 +213,66 @@ def _build_cache(
 def _write_patches(
     cohort: pd.DataFrame, cfg: PreprocessConfig, path: Path, progress: bool
 ) -> tuple[list, list]:
-    """Stream every patient's patches into ``path``; returns the lesion rows and the patient
-    rows."""
-    deformer = ElasticDeformer(seed=cfg.seed) if cfg.elastic_copies > 0 else None
+    """Stream every patient's patches into ``path`` in cohort order (patients are processed by
+    ``cfg.n_jobs`` processes); returns the lesion rows and the patient rows."""
     rows, patients = [], []
+    jobs = [(cohort_row, cfg) for _, cohort_row in cohort.iterrows()]
     with open(path, "wb") as fh:
-        bar = tqdm(list(cohort.iterrows()), desc="preprocess", unit="patient", disable=not progress)
-        for _, cohort_row in bar:
-            vol, table = _patient_candidates(cohort_row, cfg)
-            patients.append(
-                {
-                    "patient_id": vol.patient_id,
-                    "site": vol.site,
-                    "scanner": vol.scanner,
-                    "voxel_mm": float(vol.voxel_mm.mean()),
-                    "n_candidates": len(table),
-                }
-            )
-            for row, patch in _patient_patches(vol, table, cfg, deformer):
-                fh.write(np.ascontiguousarray(patch, dtype=np.dtype(cfg.dtype)).tobytes())
-                rows.append(row)
+        bar = tqdm(total=len(jobs), desc="preprocess", unit="patient", disable=not progress)
+        for patient, patient_rows, data in _ordered_map(_process_patient, jobs, cfg.workers()):
+            fh.write(data)
+            patients.append(patient)
+            rows += patient_rows
+            bar.update()
             bar.set_postfix(patches=len(rows))
+        bar.close()
     return rows, patients
+
+
+def _ordered_map(fn: Any, jobs: list, n_jobs: int) -> Iterator:
+    """``map(fn, jobs)`` in order, over ``n_jobs`` processes, with at most 2 × n_jobs results
+    waiting (a patient's patches can be ~100 MB)."""
+    if n_jobs <= 1 or len(jobs) <= 1:
+        yield from map(fn, jobs)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")  # no fork of a process whose torch threads are running
+    with ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_quiet_worker) as pool:
+        pending = [pool.submit(fn, job) for job in jobs[: 2 * n_jobs]]
+        for nxt in range(2 * n_jobs, len(jobs) + 2 * n_jobs):
+            result = pending.pop(0).result()
+            if nxt < len(jobs):
+                pending.append(pool.submit(fn, jobs[nxt]))
+            yield result
+
+
+def _quiet_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core already
+
+
+def _process_patient(job: tuple[pd.Series, PreprocessConfig]) -> tuple[dict, list[dict], bytes]:
+    """One patient: (patient row, lesion rows, the bytes of its patches). The elastic copies are
+    seeded by (seed, patient id), so the result does not depend on the order or the worker."""
+    cohort_row, cfg = job
+    vol, table = _patient_candidates(cohort_row, cfg)
+    patient_seed = int(fingerprint([cfg.seed, vol.patient_id])[:8], 16)
+    deformer = ElasticDeformer(seed=patient_seed) if cfg.elastic_copies > 0 else None
+    rows, chunks = [], []
+    for row, patch in _patient_patches(vol, table, cfg, deformer):
+        chunks.append(np.ascontiguousarray(patch, dtype=np.dtype(cfg.dtype)).tobytes())
+        rows.append(row)
+    patient = {
+        "patient_id": vol.patient_id,
+        "site": vol.site,
+        "scanner": vol.scanner,
+        "voxel_mm": float(vol.voxel_mm.mean()),
+        "n_candidates": len(table),
+    }
+    return patient, rows, b"".join(chunks)
 
 
 def _patient_candidates(
@@ -300,7 +359,7 @@ def _meta(
         "shape": [len(lesions), len(cfg.modalities), c, c, c],
         "dtype": cfg.dtype,
         "modalities": list(cfg.modalities),
-        "params": asdict(cfg),
+        "params": _result_params(cfg),
         "counts": {
             "patients": n_patients,
             "patches": len(lesions),

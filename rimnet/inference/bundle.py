@@ -25,7 +25,7 @@ from rimnet.models import RimNet
 from rimnet.training.module import CHECKPOINT_KEY
 
 BUNDLE_FORMAT = "rimnet-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2  # 2: RimNet convolutions before batch norm carry no bias
 BUNDLE_KEYS = ("modalities", "model", "members", "threshold", "patch", "rules")
 
 

@@ -1,5 +1,6 @@
-"""Networks: RimNet and its unimodal baseline."""
+"""Networks: RimNet, its unimodal baseline, and K of them packed into one module."""
 
+from rimnet.models.packed import PackedRimNet
 from rimnet.models.rimnet import RimNet
 
-__all__ = ["RimNet"]
+__all__ = ["PackedRimNet", "RimNet"]

@@ -23,7 +23,8 @@ from rimnet.errors import ConfigError
 def _block(c_in: int, c_out: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for c in (c_in, c_out):
-        layers += [nn.Conv3d(c, c_out, 3, padding=1), nn.BatchNorm3d(c_out), nn.Tanh()]
+        # No bias: the batch norm that follows removes it, so its gradient is round-off only.
+        layers += [nn.Conv3d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm3d(c_out), nn.Tanh()]
     return nn.Sequential(*layers, nn.MaxPool3d(2))
 
 
@@ -107,4 +108,5 @@ class RimNet(nn.Module):
 def _xavier(module: nn.Module) -> None:
     if isinstance(module, (nn.Conv3d, nn.Linear)):
         nn.init.xavier_uniform_(module.weight)
-        nn.init.zeros_(module.bias)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
