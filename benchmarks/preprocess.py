@@ -36,11 +36,10 @@ def main() -> None:
     t_synth = time.perf_counter() - t0
     rows = []
     n_jobs = PreprocessConfig(n_jobs=args.n_jobs).workers()
-    configs = (
-        ("preprocess (paper augmentation)", PreprocessConfig(n_jobs=1)),
-        (f"preprocess, {n_jobs} processes", PreprocessConfig(n_jobs=n_jobs)),
-        ("preprocess (no elastic)", PreprocessConfig(elastic_copies=0, n_jobs=1)),
-    )
+    configs = [("preprocess (paper augmentation)", PreprocessConfig(n_jobs=1))]
+    if n_jobs > 1:  # one process per 2 cores: nothing to compare on a 2-core machine
+        configs.append((f"preprocess, {n_jobs} processes", PreprocessConfig(n_jobs=n_jobs)))
+    configs.append(("preprocess (no elastic)", PreprocessConfig(elastic_copies=0, n_jobs=1)))
     for name, cfg in configs:
         t0 = time.perf_counter()
         folder = out / name.replace(" ", "_").replace(",", "")

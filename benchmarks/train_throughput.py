@@ -4,22 +4,26 @@
     [--workers 0]
 
 Same model, same batch size, same cache, measured side by side in one run, on CPU and on CUDA when
-present. Also prints the data path alone (no model), where the difference is clearest. Without
-``--cache`` the smoke cohort is generated and preprocessed under /tmp.
+present. Also prints the data path alone (no model), where the difference is clearest, and the
+model-only step of K RimNets trained one after the other against the same K packed into one
+:class:`~rimnet.models.PackedRimNet` (``--packed-k``; batch 32 per member). Without ``--cache``
+the smoke cohort is generated and preprocessed in a fresh temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from rimnet.data.cache import PreprocessConfig, build_cache, load_cache
 from rimnet.data.datamodule import PatchDataModule
-from rimnet.models import RimNet
+from rimnet.models import PackedRimNet, RimNet
 from rimnet.synth.cohort import generate_cohort
 
 
@@ -60,6 +64,44 @@ def measure(
     return steps * dm.batch_size / (time.perf_counter() - t0)
 
 
+def packed_rates(
+    k: int, device: torch.device, steps: int, widths, batch: int
+) -> tuple[float, float]:
+    """Model-only training steps (random tensors): patches/s of K separate RimNets stepped one
+    after the other, and of the same K packed into one module."""
+    nets = [RimNet(2, widths=widths).to(device) for _ in range(k)]
+    packed = PackedRimNet.from_models(nets)
+    x = torch.randn(k, batch, 2, 28, 28, 28, device=device)
+    y = torch.randint(0, 2, (k, batch), device=device)
+    opts = [torch.optim.Adam(n.parameters(), 1e-4) for n in nets]
+    packed_opt = torch.optim.Adam(packed.parameters(), 1e-4)
+
+    def separate() -> None:
+        for i, (net, opt) in enumerate(zip(nets, opts)):
+            opt.zero_grad()
+            F.cross_entropy(net(x[i]), y[i]).backward()
+            opt.step()
+
+    def together() -> None:
+        packed_opt.zero_grad()
+        logits = packed(x)
+        F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").div(batch).backward()
+        packed_opt.step()
+
+    rates = []
+    for step in (separate, together):
+        for i in range(steps + 2):
+            if i == 2:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(steps * k * batch / (time.perf_counter() - t0))
+    return rates[0], rates[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -69,14 +111,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--widths", type=int, nargs=3, default=[8, 16, 32])
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers of the TorchIO path")
+    ap.add_argument("--packed-k", type=int, nargs="*", default=[1, 4], help="K of the packed rows")
     args = ap.parse_args()
     if args.cache:
         cache = load_cache(args.cache)
     else:
-        csv = generate_cohort("/tmp/rimnet-bench/smoke", "smoke", progress=False)
-        cache = build_cache(
-            csv, "/tmp/rimnet-bench/smoke-cache", PreprocessConfig(elastic_copies=1), progress=False
-        )
+        tmp = Path(tempfile.mkdtemp(prefix="rimnet-bench-"))
+        csv = generate_cohort(tmp / "smoke", "smoke", progress=False)
+        cfg = PreprocessConfig(elastic_copies=1)
+        cache = build_cache(csv, tmp / "smoke-cache", cfg, progress=False)
     pats = cache.patients.patient_id.tolist()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(
@@ -113,6 +156,18 @@ def main() -> None:
             print(
                 f"{device.type:8s} {what:22s} {rates['torchio']:18.1f} {rates['batched']:18.1f} "
                 f"{ratio:6.2f}x"
+            )
+
+    print(
+        f"\n{'device':8s} {'K':>3s} {'K separate patches/s':>21s} {'packed patches/s':>17s} "
+        f"{'per member':>11s} {'ratio':>7s}"
+    )
+    for device in devices:
+        for k in args.packed_k:
+            alone, packed = packed_rates(k, device, args.steps, args.widths, args.batch_size)
+            print(
+                f"{device.type:8s} {k:3d} {alone:21.1f} {packed:17.1f} {packed / k:11.1f} "
+                f"{packed / alone:6.2f}x"
             )
 
 

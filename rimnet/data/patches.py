@@ -58,11 +58,6 @@ class ElasticDeformer:
         self.transform.set_random_state(seed=seed)
 
     def __call__(self, big: np.ndarray, out_size: int) -> np.ndarray:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the result must not depend on the machine's or worker's threads
-        try:
-            with torch.no_grad():
-                out = self.transform(torch.from_numpy(np.ascontiguousarray(big)))
-        finally:
-            torch.set_num_threads(threads)
+        with torch.no_grad():
+            out = self.transform(torch.from_numpy(np.ascontiguousarray(big)))
         return center_crop(np.asarray(out, dtype=np.float32), out_size)
