@@ -31,7 +31,8 @@ test-all: install  ## including the slow end-to-end tests
 	$(PY) -m pytest -q -m ""
 
 lint: install
-	$(VENV)/bin/ruff check rimnet tests benchmarks
+	$(VENV)/bin/ruff check rimnet tests benchmarks experiments
+	$(VENV)/bin/ruff format --check rimnet tests benchmarks experiments
 
 bench: install
 	$(PY) benchmarks/preprocess.py
