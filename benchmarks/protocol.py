@@ -1,137 +1,113 @@
-"""Wall time of one full nested-CV job (3 inner runs + the final run) and the projected Table 3
-grid.
+"""One configuration's nested cross-validation under each engine, and the Table 3 projection.
 
-    python benchmarks/protocol.py [--data default] [--experiment phase_flair] [--max-epochs N]
-    [--extra ...]
+    python benchmarks/protocol.py [--scale smoke|default|paper] [--experiment phase_flair]
+        [--trainer cpu|gpu] [--model rimnet|rimnet_paper] [--epochs 2] [--root DIR]
 
-Runs ``python -m rimnet.train -m +experiment=<exp> fold=0`` (the real CLI, basic launcher) into a
-temporary sweep folder, times it, reads the job's schedule, and projects the grid of Table 3
-(6 experiments × 4 folds + 4 inter-center jobs). Unimodal jobs are scaled by the measured ratio of
-unimodal to bimodal training-step throughput; inter-center jobs by their share of patients (Basel).
+Synthesises and preprocesses the cohort once (timed), then runs
+``python -m rimnet.train +experiment=<e> protocol=cv`` (4 outer folds × (3 inner + 1 final) runs)
+with ``engine=sequential`` and with ``engine=packed``, side by side on the same data, each into a
+fresh output folder. Prints wall time, training patch-steps and patches/s per engine, their ratio,
+and the projected Table 3 protocol: synthesis + preprocessing + 7 configurations (six nested CV
+configurations and the inter-center study) at the measured rate: an upper bound, as unimodal
+configurations train one branch and the inter-center study one site. ``--epochs`` caps the epochs
+of every run (the staircase may stop earlier); the projection holds for the same cap.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
-import torch.nn.functional as F
-
-from rimnet.models import RimNet
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIGURATIONS = 7  # six nested-CV configurations of Table 3 + the inter-center study
 
 
-def step_rate(n_mod: int, widths, device: str, steps: int = 5) -> float:
-    net = RimNet(n_mod, widths=widths).to(device)
-    opt = torch.optim.Adam(net.parameters())
-    x, y = (
-        torch.randn(32, n_mod, 28, 28, 28, device=device),
-        torch.randint(0, 2, (32,), device=device),
-    )
-    for i in range(steps + 1):
-        if i == 1:
-            t0 = time.perf_counter()
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 32 * steps / (time.perf_counter() - t0)
+def prepare(root: Path, scale: str) -> float:
+    """Generate and preprocess the cohort and write the splits under ``root``; seconds taken."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers import compose_train
+
+    from rimnet.training.run import prepare_data
+
+    cfg = compose_train([f"data={scale}"], root, root)
+    start = time.perf_counter()
+    prepare_data(cfg)
+    return time.perf_counter() - start
+
+
+def patch_steps(stdout: str, sweep: Path) -> int:
+    """Training patches × epochs trained, summed over every run of the configuration."""
+    total = 0
+    for m in re.finditer(r"(\w+) fold (\d) (\w+): (\d+) training patches", stdout):
+        _, fold, stage, n = m.groups()
+        metrics = sweep / f"fold{fold}" / stage / "csv" / "metrics.csv"
+        epochs = pd.read_csv(metrics)["train/loss"].notna().sum()
+        total += int(n) * int(epochs)
+    return total
+
+
+def run_engine(root: Path, engine: str, args: argparse.Namespace) -> tuple[float, int]:
+    log_dir = root / f"outputs-{engine}"
+    cmd = [
+        sys.executable, "-m", "rimnet.train", f"+experiment={args.experiment}", "protocol=cv",
+        f"engine={engine}", f"data={args.scale}", f"trainer={args.trainer}", f"model={args.model}",
+        f"trainer.max_epochs={args.epochs}", "logger=csv", "~callbacks.progress_bar",
+        "+trainer.enable_progress_bar=false",
+        f"paths.log_dir={log_dir}",
+    ]  # fmt: skip
+    env = {**os.environ, "RIMNET_ROOT": str(root), "WANDB_MODE": "offline"}
+    start = time.perf_counter()
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if out.returncode:
+        sys.exit(f"{engine} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    sweep = log_dir / "sweeps" / args.scale / args.experiment
+    return seconds, patch_steps(out.stdout, sweep)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--scale", default="smoke", choices=["smoke", "default", "paper"])
+    p.add_argument("--experiment", default="phase_flair")
+    p.add_argument("--trainer", default="gpu" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model", default="rimnet", choices=["rimnet", "rimnet_paper"])
+    p.add_argument("--epochs", type=int, default=2, help="cap on the epochs of every run")
+    p.add_argument("--root", type=Path, default=None, help="working folder (default: temporary)")
+    args = p.parse_args()
+    root = args.root or Path(tempfile.mkdtemp(prefix="rimnet-protocol-"))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+    print(
+        f"device: {device}, {os.cpu_count()} cores; scale {args.scale}, {args.experiment}, "
+        f"trainer={args.trainer}, model={args.model}, at most {args.epochs} epochs per run"
     )
-    ap.add_argument("--data", default="default")
-    ap.add_argument("--experiment", default="phase_flair")
-    ap.add_argument(
-        "--max-epochs",
-        type=int,
-        default=None,
-        help="cap of the inner runs (default: the data config's)",
-    )
-    ap.add_argument(
-        "--extra",
-        nargs="*",
-        default=[],
-        help="more Hydra overrides, e.g. model=rimnet_paper trainer=gpu",
-    )
-    args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "rimnet.train",
-            "-m",
-            f"+experiment={args.experiment}",
-            "fold=0",
-            f"data={args.data}",
-            "logger=csv",
-            f"hydra.sweep.dir={tmp}/sweep",
-            *args.extra,
-        ] + ([f"trainer.max_epochs={args.max_epochs}"] if args.max_epochs else [])
-        # build cohort + cache first so the timing covers the job only
-        subprocess.run(
-            cmd[:3]
-            + [
-                f"+experiment={args.experiment}",
-                f"data={args.data}",
-                "logger=csv",
-                "trainer.max_epochs=0",
-                "test=false",
-                f"hydra.run.dir={tmp}/warm",
-            ],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            env={**os.environ, "WANDB_MODE": "offline"},
+    data_s = prepare(root, args.scale)
+    print(f"synthesis + preprocessing + splits: {data_s:.0f} s")
+    rows = {}
+    for engine in ("sequential", "packed"):
+        seconds, steps = run_engine(root, engine, args)
+        rows[engine] = (seconds, steps)
+        print(
+            f"{engine:>10}: 16 runs in {seconds:7.1f} s, {steps} patch-steps, "
+            f"{steps / seconds:8.1f} patches/s (process start and data loading included)"
         )
-        t0 = time.perf_counter()
-        subprocess.run(
-            cmd,
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            env={**os.environ, "WANDB_MODE": "offline"},
+    (seq_s, _), (packed_s, _) = rows["sequential"], rows["packed"]
+    print(f"packed / sequential speed: {seq_s / packed_s:.2f}x")
+    for engine, (seconds, _) in rows.items():
+        total = data_s + CONFIGURATIONS * seconds
+        print(
+            f"projected Table 3 protocol with engine={engine}: {total / 60:.1f} min "
+            f"(data {data_s / 60:.1f} min + {CONFIGURATIONS} x {seconds / 60:.1f} min)"
         )
-        wall = time.perf_counter() - t0
-        job = json.loads((Path(tmp) / "sweep" / args.experiment / "fold0" / "job.json").read_text())
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    widths = [32, 64, 128] if "model=rimnet_paper" in args.extra else [8, 16, 32]
-    uni_ratio = step_rate(2, widths, device) / step_rate(1, widths, device)
-    bimodal = (
-        wall
-        if args.experiment.count("_")
-        else wall * step_rate(1, widths, device) / step_rate(2, widths, device)
-    )
-    grid = 3 * 4 * bimodal + 3 * 4 * bimodal * uni_ratio + 4 * bimodal * 69 / 124
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}"
-        + (f", {torch.cuda.get_device_name()}" if device == "cuda" else "")
-    )
-    print(f"job: {' '.join(cmd[1:])}")
-    print(
-        f"one nested-CV job ({args.experiment}, data={args.data}): {wall / 60:.1f} min; inner "
-        f"schedules {job['inner_schedules']} "
-        f"-> fixed {job['fixed_schedule']}; test AUROC "
-        f"{job['test_metrics'].get('test/auroc', float('nan')):.3f}"
-    )
-    print(f"unimodal/bimodal time per step: {uni_ratio:.2f}")
-    print(
-        f"projected Table 3 grid (6 x 4 jobs + 4 inter-center jobs), one job at a time: "
-        f"{grid / 3600:.1f} h"
-    )
 
 
 if __name__ == "__main__":

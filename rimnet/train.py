@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+import numpy as np
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rimnet.config import CONFIG_DIR, register_resolvers
 from rimnet.errors import ConfigError, exit_on_error
 from rimnet.training.engine import RunSpec, write_predictions
-from rimnet.training.protocol import run_nested_job
+from rimnet.training.protocol import run_nested_job, run_nested_jobs
 from rimnet.training.run import check_fold_config, claim_run_folder, external_ids, prepare_data
 
 
@@ -50,19 +51,36 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return result.metrics
 
 
-def use_nested(cfg: DictConfig) -> bool:
-    """``protocol``: ``nested`` or ``single``; ``auto`` is nested inside a Hydra multirun (a sweep
-    over folds is the cross-validation) and single otherwise (one quick train/test run)."""
+def protocol(cfg: DictConfig) -> str:
+    """``single``, ``nested`` or ``cv``; ``auto`` is nested inside a Hydra multirun (a sweep over
+    folds is the cross-validation) and single otherwise (one quick train/test run)."""
     if cfg.protocol == "auto":
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if cfg.protocol not in ("single", "nested"):
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        return "nested" if multirun else "single"
+    if cfg.protocol not in ("single", "nested", "cv"):
         raise ConfigError(
-            f"protocol={cfg.protocol!r} is not allowed: choose auto, single or nested"
+            f"protocol={cfg.protocol!r} is not allowed: choose auto, single, nested or cv"
         )
-    return cfg.protocol == "nested"
+    return str(cfg.protocol)
+
+
+def fold_configs(cfg: DictConfig) -> list[DictConfig]:
+    """``protocol=cv``: the nested job of every outer fold, each in the folder a sweep over folds
+    would give it (``<paths.sweep_dir>/<experiment>/fold<k>``), so either way skips the other's
+    finished jobs."""
+    cfgs = []
+    for k in range(cfg.data.outer_folds):
+        fold_cfg = cfg.copy()
+        with open_dict(fold_cfg):
+            fold_cfg.fold = k
+            fold_cfg.paths.output_dir = str(
+                Path(cfg.paths.sweep_dir) / str(cfg.experiment_name) / f"fold{k}"
+            )
+        cfgs.append(fold_cfg)
+    return cfgs
 
 
 register_resolvers()
@@ -71,7 +89,11 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_error
 def main(cfg: DictConfig) -> float | None:
-    if use_nested(cfg):
+    kind = protocol(cfg)
+    if kind == "cv":
+        jobs = run_nested_jobs(fold_configs(cfg))
+        return float(np.mean([j.get("test_metrics", {}).get("test/auroc", np.nan) for j in jobs]))
+    if kind == "nested":
         return run_nested_job(cfg).get("test_metrics", {}).get("test/auroc")
     return train(cfg).get("test/auroc")
 

@@ -280,3 +280,26 @@ def test_inter_center_ensemble_end_to_end(root):
             probs.append(net.eval()(x).softmax(1)[:, 1].numpy())
     by_id = ens.set_index("lesion_id").loc[usable.lesion_id]
     np.testing.assert_allclose(by_id.prob, np.mean(probs, axis=0), atol=1e-5)
+
+
+def test_cv_protocol_packs_every_fold_and_sweeps_skip_its_jobs(root):
+    """``protocol=cv engine=packed``: one process trains the 12 inner runs, then the 4 final runs,
+    into the folders a sweep over folds uses; the same jobs swept with the sequential engine are
+    then skipped (one fingerprint, whichever engine or protocol ran them)."""
+    env = {**os.environ, "RIMNET_ROOT": str(root), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "rimnet.train", "+experiment=t2star_flair", "protocol=cv"]
+    out = subprocess.run(
+        [*cmd, "engine=packed", *TINY],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert "packed round: 12 members" in out.stdout and "packed round: 4 members" in out.stdout
+    exp = root / "outputs" / "sweeps" / "smoke" / "t2star_flair"
+    for k in range(4):
+        _check_job(exp / f"fold{k}")
+    out = _sweep(root, "+experiment=t2star_flair", "fold=0,1,2,3", "engine=sequential", *TINY)
+    assert out.stdout.count("skipped") == 4

@@ -8,6 +8,9 @@ does K steps' work with one set of kernel launches, which is what keeps a GPU bu
 models.
 
 Layout: the input is (K, B, C, S, S, S) (member k's own batch at ``x[k]``), the output (K, B, 2).
+Every packed parameter and buffer (but the shared batch counters) holds the members one after the
+other along its first dimension: :func:`member_view` shows it as (K, ...), which is how the packed
+engine's member-wise optimizer, checkpoints and pack rebuilds address one member.
 """
 
 from __future__ import annotations
@@ -20,6 +23,18 @@ from torch import nn
 
 from rimnet.errors import ConfigError
 from rimnet.models.rimnet import RimNet
+
+BN_TENSORS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def member_view(t: torch.Tensor, k: int) -> torch.Tensor:
+    """A packed tensor as (K, ...): member i's part at ``[i]`` (a view, also in channels-last).
+
+    Example:
+        >>> member_view(torch.zeros(6, 3), 2).shape
+        torch.Size([2, 3, 3])
+    """
+    return t.unflatten(0, (k, -1))
 
 
 class PackedConv3d(nn.Module):
@@ -36,18 +51,9 @@ class PackedConv3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv3d(x, self.weight, self.bias, padding=self.padding, groups=self.k)
 
-    def load_members(self, convs: Sequence[nn.Conv3d]) -> None:
-        with torch.no_grad():
-            self.weight.copy_(torch.cat([c.weight for c in convs]))
-            if self.bias is not None:
-                self.bias.copy_(torch.cat([c.bias for c in convs]))
-
-    def member_state(self, i: int) -> dict[str, torch.Tensor]:
-        n = self.weight.shape[0] // self.k
-        state = {"weight": self.weight[i * n : (i + 1) * n]}
-        if self.bias is not None:
-            state["bias"] = self.bias[i * n : (i + 1) * n]
-        return state
+    def key_map(self) -> dict[str, str]:
+        """Packed name → the member's name (the same here)."""
+        return {n: n for n, _ in self.named_parameters()}
 
 
 class PackedLinear(nn.Module):
@@ -61,32 +67,8 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
-    def load_members(self, linears: Sequence[nn.Linear]) -> None:
-        with torch.no_grad():
-            self.weight.copy_(torch.stack([m.weight for m in linears]))
-            self.bias.copy_(torch.stack([m.bias for m in linears]))
-
-    def member_state(self, i: int) -> dict[str, torch.Tensor]:
-        return {"weight": self.weight[i], "bias": self.bias[i]}
-
-
-def _packed_bn(k: int, bns: Sequence[nn.BatchNorm3d] | None, channels: int) -> nn.BatchNorm3d:
-    bn = nn.BatchNorm3d(k * channels)
-    if bns is not None:
-        with torch.no_grad():
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(bn, name).copy_(torch.cat([getattr(b, name) for b in bns]))
-            bn.num_batches_tracked.copy_(bns[0].num_batches_tracked)
-    return bn
-
-
-def _bn_member_state(bn: nn.BatchNorm3d, k: int, i: int) -> dict[str, torch.Tensor]:
-    n = bn.num_features // k
-    state = {
-        name: getattr(bn, name)[i * n : (i + 1) * n]
-        for name in ("weight", "bias", "running_mean", "running_var")
-    }
-    return {**state, "num_batches_tracked": bn.num_batches_tracked}
+    def key_map(self) -> dict[str, str]:
+        return {"weight": "weight", "bias": "bias"}
 
 
 class PackedBlock(nn.Module):
@@ -94,7 +76,6 @@ class PackedBlock(nn.Module):
 
     def __init__(self, k: int, c_in: int, c_out: int) -> None:
         super().__init__()
-        self.k = k
         convs = [
             PackedConv3d(k, c_in, c_out, 3, 1, bias=False),
             PackedConv3d(k, c_out, c_out, 3, 1, bias=False),
@@ -107,22 +88,13 @@ class PackedBlock(nn.Module):
             x = torch.tanh(bn(conv(x)))
         return F.max_pool3d(x, 2)
 
-    def load_members(self, blocks: Sequence[nn.Sequential]) -> None:
+    def key_map(self) -> dict[str, str]:
         # A RimNet block is Sequential(conv, bn, tanh, conv, bn, tanh, pool).
-        for j, (conv, bn) in enumerate(zip(self.convs, self.bns)):
-            conv.load_members([b[3 * j] for b in blocks])
-            self.bns[j] = _packed_bn(
-                self.k, [b[3 * j + 1] for b in blocks], bn.num_features // self.k
-            )
-
-    def member_state(self, i: int) -> dict[str, torch.Tensor]:
-        state = {}
-        for j, (conv, bn) in enumerate(zip(self.convs, self.bns)):
-            state.update({f"{3 * j}.{n}": t for n, t in conv.member_state(i).items()})
-            state.update(
-                {f"{3 * j + 1}.{n}": t for n, t in _bn_member_state(bn, self.k, i).items()}
-            )
-        return state
+        keys = {}
+        for j in range(2):
+            keys[f"convs.{j}.weight"] = f"{3 * j}.weight"
+            keys.update({f"bns.{j}.{n}": f"{3 * j + 1}.{n}" for n in BN_TENSORS})
+        return keys
 
 
 class PackedBranch(nn.Module):
@@ -142,19 +114,21 @@ class PackedBranch(nn.Module):
         x = self.block3(self.block2(x))
         return x if self.close is None else self.close(x)
 
-    def load_members(self, branches: Sequence[nn.Module]) -> None:
-        for name in ("block1", "block2", "block3"):
-            getattr(self, name).load_members([getattr(b, name) for b in branches])
+    def key_map(self) -> dict[str, str]:
+        parts = {"block1": self.block1, "block2": self.block2, "block3": self.block3}
         if self.close is not None:
-            self.close.load_members([b.close for b in branches])
+            parts["close"] = self.close
+        return _prefixed(parts)
 
-    def member_state(self, i: int) -> dict[str, torch.Tensor]:
-        state = {}
-        for name in ("block1", "block2", "block3"):
-            state.update({f"{name}.{n}": t for n, t in getattr(self, name).member_state(i).items()})
-        if self.close is not None:
-            state.update({f"close.{n}": t for n, t in self.close.member_state(i).items()})
-        return state
+
+def _prefixed(parts: dict[str, nn.Module], names: dict[str, str] | None = None) -> dict[str, str]:
+    """Key maps of sub-modules under their packed name and their member name (``names``)."""
+    names = names or {}
+    return {
+        f"{p}.{packed}": f"{names.get(p, p)}.{member}"
+        for p, module in parts.items()
+        for packed, member in module.key_map().items()
+    }
 
 
 class PackedRimNet(nn.Module):
@@ -176,6 +150,7 @@ class PackedRimNet(nn.Module):
         super().__init__()
         template = RimNet(**config)  # validates the configuration
         self.k, self.config = k, dict(template.config)
+        self.member_shapes = {n: t.shape for n, t in template.state_dict().items()}
         c = self.config
         widths, bottleneck, two = c["widths"], c["bottleneck"], c["n_modalities"] == 2
         self.main = PackedBranch(k, widths, bottleneck, fusion_channels=widths[0] if two else 0)
@@ -189,6 +164,23 @@ class PackedRimNet(nn.Module):
         self.out = PackedLinear(k, width, 2)
         self.dropout = float(c["dropout"])
 
+    def key_map(self) -> dict[str, str]:
+        """Packed state-dict key → the member's RimNet state-dict key."""
+        parts: dict[str, nn.Module] = {"main": self.main}
+        if self.second is not None:
+            parts["second"] = self.second
+        # head: [Dropout,] Linear, Tanh per hidden layer, then Linear
+        step, offset = (3, 1) if self.dropout else (2, 0)
+        names = {}
+        for j, layer in enumerate(self.fc):
+            parts[f"fc.{j}"], names[f"fc.{j}"] = layer, f"head.{j * step + offset}"
+        parts["out"], names["out"] = self.out, f"head.{len(self.fc) * step}"
+        return _prefixed(parts, names)
+
+    def packed_tensors(self) -> dict[str, torch.Tensor]:
+        """Parameters and buffers by packed state-dict key (the tensors themselves)."""
+        return {**dict(self.named_parameters()), **dict(self.named_buffers())}
+
     @classmethod
     def from_models(cls, models: Sequence[RimNet]) -> PackedRimNet:
         """Pack RimNets of one configuration (parameters and batch-norm statistics are copied)."""
@@ -198,33 +190,42 @@ class PackedRimNet(nn.Module):
         differ = [i for i, m in enumerate(models) if m.config != config]
         if differ:
             raise ConfigError(f"members {differ} differ in configuration from member 0: {config}")
-        packed = cls(len(models), **config)
-        packed.main.load_members([m.main for m in models])
-        if packed.second is not None:
-            packed.second.load_members([m.second for m in models])
-        linears = [[layer for layer in m.head if isinstance(layer, nn.Linear)] for m in models]
-        for j, layer in enumerate([*packed.fc, packed.out]):
-            layer.load_members([lin[j] for lin in linears])
         first = next(models[0].parameters())
-        return packed.to(device=first.device, dtype=first.dtype)
+        packed = cls(len(models), **config).to(device=first.device, dtype=first.dtype)
+        states = [m.state_dict() for m in models]
+        with torch.no_grad():
+            for key, member_key in packed.key_map().items():
+                t = packed.packed_tensors()[key]
+                values = [s[member_key] for s in states]
+                t.copy_(values[0] if t.ndim == 0 else torch.stack(values).reshape(t.shape))
+        return packed
+
+    def member_tensors(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s parameters and buffers under RimNet's keys, as views of the packed
+        tensors (differentiable: a functional call on them trains member ``i`` alone)."""
+        tensors = self.packed_tensors()
+        return {
+            member_key: tensors[key]
+            if tensors[key].ndim == 0
+            else member_view(tensors[key], self.k)[i].reshape(self.member_shapes[member_key])
+            for key, member_key in self.key_map().items()
+        }
 
     def member_state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """Member ``i``'s parameters and buffers under RimNet's state-dict keys (copies)."""
-        state = {f"main.{n}": t for n, t in self.main.member_state(i).items()}
-        if self.second is not None:
-            state.update({f"second.{n}": t for n, t in self.second.member_state(i).items()})
-        step = (
-            3 if self.dropout else 2
-        )  # head: [Dropout,] Linear, Tanh per hidden layer, then Linear
-        offset = 1 if self.dropout else 0
-        for j, layer in enumerate(self.fc):
-            state.update(
-                {f"head.{j * step + offset}.{n}": t for n, t in layer.member_state(i).items()}
-            )
-        state.update(
-            {f"head.{len(self.fc) * step}.{n}": t for n, t in self.out.member_state(i).items()}
-        )
-        return {n: t.detach().clone() for n, t in state.items()}
+        return {n: t.detach().clone() for n, t in self.member_tensors(i).items()}
+
+    def select(self, members: Sequence[int]) -> PackedRimNet:
+        """A new pack of the given members, in that order (copies; e.g. without stopped ones)."""
+        first = next(self.parameters())
+        new = type(self)(len(members), **self.config).to(device=first.device, dtype=first.dtype)
+        index = torch.as_tensor(list(members), device=first.device)
+        with torch.no_grad():
+            old = self.packed_tensors()
+            for key, t in new.packed_tensors().items():
+                src = old[key]
+                t.copy_(src if t.ndim == 0 else member_view(src, self.k)[index].reshape(t.shape))
+        return new.train(self.training)
 
     def unpack(self) -> list[RimNet]:
         """The members as separate RimNets (on this module's device)."""

@@ -11,6 +11,7 @@ packed engine can train them together.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from rimnet.data.cache import PatchCache
 from rimnet.data.contract import PREDICTION_COLUMNS, context_size
 from rimnet.data.datamodule import PatchDataModule
 from rimnet.io import atomic_path
-from rimnet.training.run import finish_wandb, run_seed
+from rimnet.training.run import finish_wandb, lightning_resumable, run_seed
 from rimnet.training.schedule import Staircase, StaircaseLR
 
 
@@ -128,7 +129,17 @@ def fit_and_test(spec: RunSpec, cache: PatchCache) -> RunResult:
         logger=instantiate_list(cfg.get("logger")) or False,
     )
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=spec.resume, weights_only=True)
+        resume = lightning_resumable(spec.resume)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+        # the schedule as trained: testing the best checkpoint restores the callbacks' state
+        staircase = next(
+            (
+                copy.deepcopy(cb.staircase)
+                for cb in trainer.callbacks
+                if isinstance(cb, StaircaseLR)
+            ),
+            None,
+        )
         predictions, metrics = {}, {}
         weights = None if cfg.trainer.get("fast_dev_run") else spec.test_weights
         for name, ids in spec.test_sets.items():
@@ -145,9 +156,6 @@ def fit_and_test(spec: RunSpec, cache: PatchCache) -> RunResult:
                 }
     finally:
         finish_wandb()
-    staircase = next(
-        (cb.staircase for cb in trainer.callbacks if isinstance(cb, StaircaseLR)), None
-    )
     return RunResult(predictions, metrics, staircase)
 
 

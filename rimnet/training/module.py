@@ -88,7 +88,7 @@ class RimNetModule(pl.LightningModule):
 
     def _step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = batch
-        logits = self(x)
+        logits = self(x.to(self.dtype))  # float32 patches into a float64 run (precision=64)
         loss = F.cross_entropy(logits, y, weight=self.ce_weight.to(logits.device))
         prob = logits.softmax(1)[:, 1]
         self.metrics[f"{stage}_metrics"].update(prob.detach(), y)

@@ -23,6 +23,7 @@ interrupted one resumes: finished inner runs are kept and a run with a ``last.ck
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -118,25 +119,6 @@ def _inner_specs(cfg: DictConfig, splits: dict, out: Path) -> list[RunSpec]:
     return specs
 
 
-def _inner_schedules(
-    cfg: DictConfig, engine, cache, splits: dict, out: Path, job_hash: str
-) -> list[list[int]]:
-    """Epochs per rate of every inner run: recorded ones are kept, the others are trained."""
-    specs = _inner_specs(cfg, splits, out)
-    todo = [s for s in specs if _finished_schedule(Path(s.cfg.run.dir), job_hash) is None]
-    for spec, result in zip(todo, engine.run(todo, cache)):
-        write_json(
-            Path(spec.cfg.run.dir) / "schedule.json",
-            {
-                "fingerprint": job_hash,
-                "epochs_per_rate": list(result.staircase.epochs_per_rate),
-                "stopped_by_plateau": result.staircase.stopped,
-                "rates": list(result.staircase.rates),
-            },
-        )
-    return [_finished_schedule(Path(s.cfg.run.dir), job_hash) for s in specs]
-
-
 def _start_job(cfg: DictConfig, out: Path, job_hash: str) -> dict | None:
     """The finished job's record if it can be skipped; else mark the job as running."""
     job_file = out / "job.json"
@@ -161,47 +143,114 @@ def _start_job(cfg: DictConfig, out: Path, job_hash: str) -> dict | None:
     return None
 
 
+@dataclass
+class _Job:
+    cfg: DictConfig
+    out: Path
+    job_hash: str
+
+
 def run_nested_job(cfg: DictConfig) -> dict:
     """Run (or skip, or resume) one nested-CV job into ``cfg.paths.output_dir``."""
-    check_fold_config(cfg)
-    out = claim_run_folder(cfg.paths.output_dir)
-    job_hash = job_fingerprint(cfg)
-    finished = _start_job(cfg, out, job_hash)
-    if finished is not None:
+    return run_nested_jobs([cfg])[0]
+
+
+def run_nested_jobs(cfgs: list[DictConfig]) -> list[dict]:
+    """Run (or skip, or resume) nested-CV jobs of one configuration together.
+
+    The engine gets every inner run of every unfinished job at once, then every final run: with
+    ``engine=packed`` a configuration's 4 outer folds train as a pack of 12 inner members, then a
+    pack of 4 final members. Each job writes its folder exactly as when run alone.
+
+    Args:
+        cfgs: one config per job (the same configuration, different ``fold`` and output folder).
+    """
+    records: dict[int, dict] = {}
+    jobs: dict[int, _Job] = {}
+    for n, cfg in enumerate(cfgs):
+        check_fold_config(cfg)
+        out = claim_run_folder(cfg.paths.output_dir)
+        job_hash = job_fingerprint(cfg)
+        finished = _start_job(cfg, out, job_hash)
+        if finished is None:
+            jobs[n] = _Job(cfg, out, job_hash)
+            continue
+        records[n] = finished
         print(
             f"{cfg.experiment_name} fold {cfg.fold}: finished earlier with the same config, "
             f"skipped ({out})"
         )
-        return finished
-    engine = hydra.utils.instantiate(cfg.engine)
-    cache, splits = prepare_data(cfg)
-    inner_schedules = _inner_schedules(cfg, engine, cache, splits, out, job_hash)
+    if jobs:
+        records.update(_train_jobs(jobs))
+    return [records[n] for n in range(len(cfgs))]
+
+
+def _train_jobs(jobs: dict[int, _Job]) -> dict[int, dict]:
+    first = next(iter(jobs.values())).cfg
+    engine = hydra.utils.instantiate(first.engine)
+    cache, splits = prepare_data(first)
+    inner = {n: _inner_specs(job.cfg, splits, job.out) for n, job in jobs.items()}
+    todo = [
+        (n, s)
+        for n, specs in inner.items()
+        for s in specs
+        if _finished_schedule(Path(s.cfg.run.dir), jobs[n].job_hash) is None
+    ]
+    for (n, spec), result in zip(todo, engine.run([s for _, s in todo], cache)):
+        write_json(
+            Path(spec.cfg.run.dir) / "schedule.json",
+            {
+                "fingerprint": jobs[n].job_hash,
+                "epochs_per_rate": list(result.staircase.epochs_per_rate),
+                "stopped_by_plateau": result.staircase.stopped,
+                "rates": list(result.staircase.rates),
+            },
+        )
+    schedules, finals = {}, {}
+    for n, job in jobs.items():
+        schedules[n] = [_finished_schedule(Path(s.cfg.run.dir), job.job_hash) for s in inner[n]]
+        finals[n] = _final_spec(job, cache, splits, schedules[n])
+    results = dict(zip(finals, engine.run(list(finals.values()), cache)))
+    records = {n: _finish_job(jobs[n], schedules[n], results[n]) for n in jobs}
+    job = next(iter(jobs.values()))
+    if external_ids(job.cfg, cache):  # the inter-center study: once all folds are done
+        ensemble_external(job.out.parent, job.cfg.data.outer_folds)
+    return records
+
+
+def _final_spec(job: _Job, cache, splits: dict, inner_schedules: list[list[int]]) -> RunSpec:  # noqa: ANN001
+    cfg = job.cfg
     fixed = aggregate_schedules(inner_schedules)
     print(
         f"{cfg.experiment_name} fold {cfg.fold}: inner schedules {inner_schedules} -> fixed "
-        f"schedule {fixed} "
-        "(epochs per rate)"
+        f"schedule {fixed} (epochs per rate)"
     )
     outer = splits["outer"][cfg.fold]
     test_sets = {"predictions": outer["test"]}
     external = external_ids(cfg, cache)
     if external:
         test_sets["external_predictions"] = external
-    final_cfg = stage_config(cfg, "final", "final", out / "final", schedule={"fixed_epochs": fixed})
-    final = RunSpec(
+    final_cfg = stage_config(
+        cfg, "final", "final", job.out / "final", schedule={"fixed_epochs": fixed}
+    )
+    return RunSpec(
         final_cfg,
         outer["train"],
         [],
         test_sets,
-        resume=resume_checkpoint(out / "final"),
+        resume=resume_checkpoint(job.out / "final"),
         test_weights=None,
     )
-    result = engine.run([final], cache)[0]
+
+
+def _finish_job(job: _Job, inner_schedules: list[list[int]], result) -> dict:  # noqa: ANN001
+    cfg, out = job.cfg, job.out
     for name, table in result.predictions.items():
         write_predictions(out / f"{name}.csv", table)
+    fixed = aggregate_schedules(inner_schedules)
     n_test = len(result.predictions["predictions"])
-    job = {
-        "fingerprint": job_hash,
+    record = {
+        "fingerprint": job.job_hash,
         "status": "done",
         "experiment": cfg.experiment_name,
         "fold": cfg.fold,
@@ -214,15 +263,13 @@ def run_nested_job(cfg: DictConfig) -> dict:
         out / "schedule.json",
         {"inner": inner_schedules, "aggregated": fixed, "rates": list(cfg.schedule.rates)},
     )
-    write_json(out / "job.json", job)
+    write_json(out / "job.json", record)
     print(
         f"{cfg.experiment_name} fold {cfg.fold}: test AUROC "
         f"{result.metrics.get('test/auroc', float('nan')):.3f} "
         f"on {n_test} lesions; folder {out}"
     )
-    if external:
-        ensemble_external(out.parent, cfg.data.outer_folds)
-    return job
+    return record
 
 
 def ensemble_external(experiment_dir: Path, n_folds: int = 4) -> Path | None:

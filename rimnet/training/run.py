@@ -13,6 +13,8 @@ from rimnet.errors import ConfigError, UnsafeFileError
 from rimnet.io import claim_folder, file_lock, fingerprint, lock_for, safe_load
 from rimnet.synth.cohort import generate_cohort
 
+ENGINE_KEY = "packed_engine"  # the checkpoint entry the packed engine resumes from
+
 
 def run_seed(seed: int, experiment: str, fold: int | str, stage: str) -> int:
     """The seed of one run: the config's ``seed`` mixed with the run's identity.
@@ -67,6 +69,19 @@ def resume_checkpoint(run_dir: str | Path) -> str | None:
         last.replace(last.with_name("last.ckpt.damaged"))
         return None
     return str(last)
+
+
+def lightning_resumable(path: str | Path | None) -> str | None:
+    """``path`` if Lightning can resume from it; a checkpoint of the packed engine holds no loop
+    state, so the sequential engine starts that run again from its seed (the same result)."""
+    if path is None or ENGINE_KEY not in safe_load(path, "checkpoint"):
+        return None if path is None else str(path)
+    warnings.warn(
+        f"{path} was written by the packed engine; engine=sequential starts this run again from "
+        "its seed (the same result)",
+        stacklevel=2,
+    )
+    return None
 
 
 def prepare_data(cfg: DictConfig) -> tuple[PatchCache, dict]:
