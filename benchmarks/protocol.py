@@ -32,6 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGURATIONS = 7  # six nested-CV configurations of Table 3 + the inter-center study
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the architecture."""
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def prepare(root: Path, scale: str) -> float:
     """Generate and preprocess the cohort and write the splits under ``root``; seconds taken."""
     sys.path.insert(0, str(REPO / "tests"))
@@ -85,7 +95,7 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=None, help="working folder (default: temporary)")
     args = p.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="rimnet-protocol-"))
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
     print(
         f"device: {device}, {os.cpu_count()} cores; scale {args.scale}, {args.experiment}, "
         f"trainer={args.trainer}, model={args.model}, at most {args.epochs} epochs per run"

@@ -10,21 +10,49 @@ from omegaconf import DictConfig, OmegaConf
 
 from rimnet.data.contract import MODALITIES
 
-# conf/ beside the package, as an absolute path: entry points find it whether they run as
-# `python -m rimnet.<stage>` or are called in-process.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def _config_dir() -> str:
+    """The top-level ``conf/`` of a source checkout, or the copy an installed wheel carries as
+    the package ``rimnet.conf`` (``package-dir`` in pyproject.toml); an absolute path, so entry
+    points find it whether they run as ``python -m rimnet.<stage>``, ``rimnet <stage>`` or
+    in-process."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "conf", package / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"rimnet's configs are missing: neither {package.parent / 'conf'} "
+        f"nor {package / 'conf'} holds train.yaml (a broken install)"
+    )
+
+
+CONFIG_DIR = _config_dir()
 
 
 def register_resolvers() -> None:
-    """The OmegaConf resolvers the configs use (``len``, ``sum``, ``abspath``, ``dirname``)."""
+    """The OmegaConf resolvers the configs use (``len``, ``sum``, ``abspath``, ``dirname``,
+    ``wandb_offline``)."""
     resolvers = {
         "len": lambda x: len(x),
         "sum": lambda x: int(sum(x or [])),
         "abspath": lambda p: os.path.abspath(str(p)),
         "dirname": lambda p: os.path.dirname(os.path.abspath(str(p))),
+        # W&B offline unless WANDB_MODE asks for online (or disabled, which W&B then honours)
+        "wandb_offline": lambda: os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun"),
     }
     for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)
+
+
+def normalise_overrides(overrides: list[str]) -> list[str]:
+    """``+experiment=<name>`` and ``experiment=<name>`` both choose an experiment (the group has a
+    null default, so Hydra itself accepts only the second).
+
+    Example:
+        >>> normalise_overrides(["+experiment=phase", "seed=1"])
+        ['experiment=phase', 'seed=1']
+    """
+    return [o[1:] if o.startswith("+experiment=") else o for o in overrides]
 
 
 @cache

@@ -49,7 +49,8 @@ def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
     src.add_argument(
         "--id",
         default=None,
-        help="patient id for one patient (default: the lesion mask's file name)",
+        help="patient id for one patient (default: the BIDS sub-/ses- entities of the lesion "
+        "mask's name, else the name of its folder)",
     )
     src.add_argument("--cohort", help="cohort.csv (data contract) for many patients")
     ap.add_argument("--out", required=True, help="output folder (one sub-folder per patient)")
@@ -62,7 +63,17 @@ def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
         default=4,
         help="rim+ lesions from which a patient is 'chronic active' (default 4)",
     )
-    ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    ap.add_argument(
+        "--resample",
+        action="store_true",
+        help="resample images and masks that are not on the first modality's grid onto it "
+        "(masks by nearest neighbour) instead of stopping with an error",
+    )
+    ap.add_argument(
+        "--device",
+        default="cuda" if _cuda() else "cpu",
+        help="where the networks run: cuda, cuda:1, cpu (default: cuda when available)",
+    )
     ap.add_argument(
         "--at",
         nargs=3,
@@ -142,10 +153,14 @@ def run(args: argparse.Namespace) -> int:
     pid = ""
     if not args.cohort:
         pid = check_patient_id(
-            args.id if args.id is not None else Path(args.lesion_mask).name.split(".")[0], "--id"
+            args.id if args.id is not None else default_patient_id(Path(args.lesion_mask)), "--id"
         )
     predictor = Predictor(
-        args.bundle, device=args.device, tta=args.tta, chronic_threshold=args.chronic_threshold
+        args.bundle,
+        device=args.device,
+        tta=args.tta,
+        chronic_threshold=args.chronic_threshold,
+        resample=args.resample,
     )
     what = "output folder (--out)"
     check_replaceable(args.out, what)
@@ -173,6 +188,23 @@ def run(args: argparse.Namespace) -> int:
             f"mm3"
         )
     return 0
+
+
+def default_patient_id(mask: Path) -> str:
+    """A patient id from the lesion mask's path: its BIDS ``sub-``/``ses-`` entities, else the name
+    of the folder that holds it (the file name, e.g. ``lesion_mask``, names no patient).
+
+    Example:
+        >>> default_patient_id(Path("sub-01/ses-2/anat/sub-01_ses-2_desc-lesion_mask.nii.gz"))
+        'sub-01_ses-2'
+        >>> default_patient_id(Path("/data/pat07/lesions.nii.gz"))
+        'pat07'
+    """
+    stem = mask.name.split(".")[0]
+    entities = [part for part in stem.split("_") if part.startswith(("sub-", "ses-"))]
+    if entities:
+        return "_".join(entities)
+    return mask.resolve().parent.name or stem
 
 
 def main(argv: list[str] | None = None, prog: str = "rimnet predict") -> int:

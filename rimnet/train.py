@@ -1,4 +1,4 @@
-"""``python -m rimnet.train +experiment=phase_flair``: train and test one RimNet configuration.
+"""``python -m rimnet.train experiment=phase_flair``: train and test one RimNet configuration.
 
 On first use the configured synthetic cohort is generated and preprocessed (cached afterwards).
 The run trains on the outer training set of ``fold`` minus inner fold ``inner_fold`` (validation),
@@ -8,13 +8,15 @@ then tests the best checkpoint on the outer test fold and writes ``predictions.c
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rimnet.config import CONFIG_DIR, register_resolvers
+from rimnet.config import CONFIG_DIR, normalise_overrides, register_resolvers
 from rimnet.errors import ConfigError, exit_on_error
 from rimnet.training.engine import RunSpec, write_predictions
 from rimnet.training.protocol import run_nested_job, run_nested_jobs
@@ -83,12 +85,53 @@ def fold_configs(cfg: DictConfig) -> list[DictConfig]:
     return cfgs
 
 
+# Launcher plugins are extras: hydra/launcher=<name> -> (plugin module, extra that installs it).
+LAUNCHERS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+}
+
+
+def missing_launcher(overrides: list[str]) -> str | None:
+    """The error for a ``hydra/launcher=`` whose plugin is not installed, else None."""
+    for override in overrides:
+        key, _, name = override.lstrip("+").partition("=")
+        if key == "hydra/launcher" and name in LAUNCHERS:
+            module, extra = LAUNCHERS[name]
+            if not _importable(module):
+                return (
+                    f"hydra/launcher={name} needs its Hydra plugin, which is not installed: "
+                    f"pip install 'rimnet[{extra}]'"
+                )
+    return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # no hydra_plugins namespace at all
+        return False
+
+
 register_resolvers()
+
+
+def main() -> None:
+    """``python -m rimnet.train`` / ``rimnet train``: accepts ``experiment=`` and
+    ``+experiment=``, and names a missing launcher extra (exit 2) before Hydra starts."""
+    overrides = normalise_overrides(sys.argv[1:])
+    problem = missing_launcher(overrides)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *overrides]
+    hydra_main()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_error
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     kind = protocol(cfg)
     if kind == "cv":
         jobs = run_nested_jobs(fold_configs(cfg))

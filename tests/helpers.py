@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from rimnet.config import CONFIG_DIR, register_resolvers
+from rimnet.config import CONFIG_DIR, normalise_overrides, register_resolvers
 
 CONF = CONFIG_DIR
 
@@ -20,7 +20,7 @@ def compose_train(overrides: list[str], root: Path, output_dir: Path) -> DictCon
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose("train", overrides=normalise_overrides(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.root_dir = str(root)

@@ -214,7 +214,6 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
     from rimnet.evaluation.report import ICS_EXPERIMENT, write_report
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
 
     rng = np.random.default_rng(7)
     n = 240
@@ -245,9 +244,9 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
     )
     (tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble").mkdir(parents=True)
     lau.to_csv(tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble" / "predictions.csv", index=False)
-    summary = write_report(tmp_path / "sweep", tmp_path / "report", log_wandb=True)
     out = tmp_path / "report"
-    run = next((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    summary = write_report(tmp_path / "sweep", out, log_wandb=True)
+    run = next((out / "wandb").glob("offline-run-*/run-*.wandb"))  # beside the report
     history, _ = read_offline_wandb(run)
     logged = set().union(*history)
     assert {

@@ -85,11 +85,20 @@ def test_predict_one_held_out_patient(trained, tmp_path):
     )
     folder = write_patient(r, tmp_path)
     ref = nib.load(row.phase)
-    for name in ("candidates.nii.gz", "probability.nii.gz"):
+    for name, dtype in (("candidates.nii.gz", np.uint8), ("probability.nii.gz", np.float32)):
         img = nib.load(folder / name)
         assert img.shape == ref.shape and np.allclose(img.affine, ref.affine)
+        # the input's header: qform/sform codes and units, the map's own type, no scaling
+        assert img.header.get_qform(coded=True)[1] == ref.header.get_qform(coded=True)[1]
+        assert img.header.get_sform(coded=True)[1] == ref.header.get_sform(coded=True)[1]
+        assert img.header.get_xyzt_units() == ref.header.get_xyzt_units()
+        assert img.get_data_dtype() == dtype and img.header.get_slope_inter() == (None, None)
     les = pd.read_csv(folder / "lesions.csv", keep_default_na=False)
     assert les.lesion_id.is_unique and len(les) == r.labels.max()
+    itk = (folder / "candidates_itksnap.txt").read_text()
+    assert '2 220 20 60 1 1 1 "rim+"' in itk and '3 160 160 160 1 1 1 "excluded"' in itk
+    assert "1 rim- 70 130 180 255" in (folder / "candidates.ctbl").read_text()
+    assert (folder / "candidates.lut").read_text().splitlines()[1] == "2 0.863 0.078 0.235 rim+"
     codes = np.asarray(nib.load(folder / "candidates.nii.gz").dataobj)
     probs = np.asarray(nib.load(folder / "probability.nii.gz").dataobj)
     for cand in les.itertuples():
@@ -97,7 +106,7 @@ def test_predict_one_held_out_patient(trained, tmp_path):
         assert set(np.unique(codes[comp])) == {
             {"rim-": 1, "rim+": 2, "excluded": 3}[cand.decision]
         }  # once, whole, coded
-        assert np.allclose(probs[comp], cand.prob)
+        assert np.allclose(probs[comp], 0.0 if cand.decision == "excluded" else cand.prob)
     assert ((codes > 0) == (r.labels > 0)).all()
     kept = les[les.excluded == ""]
     summary = json.loads((folder / "summary.json").read_text())
@@ -253,3 +262,22 @@ def test_bad_inputs_get_clear_errors(trained, tmp_path, capsys):
         Bundle.load(tmp_path / "foreign.pt")
     with pytest.raises(BundleError, match="neither a training run folder"):
         export_bundle(tmp_path, tmp_path / "x.pt")
+
+
+def test_predict_resample_puts_another_grid_onto_the_phase_grid(trained, tmp_path, capsys):
+    """A FLAIR stored on a 2x coarser grid: an error that names --resample, then with --resample
+    the same lesions as the co-registered FLAIR (probabilities close: only FLAIR was degraded)."""
+    row = trained["patient"]
+    flair = nib.load(row.flair)
+    coarse = np.asarray(flair.dataobj)[::2, ::2, ::2]
+    affine = flair.affine.copy()
+    affine[:3, :3] *= 2
+    nib.save(nib.Nifti1Image(coarse, affine), tmp_path / "flair_coarse.nii.gz")
+    args = ["predict", "--bundle", str(trained["bundle"]), "--lesion-mask", row.lesion_mask,
+            "--phase", row.phase, "--flair", str(tmp_path / "flair_coarse.nii.gz"),
+            "--id", "p1", "--device", "cpu"]  # fmt: skip
+    assert cli_main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "--resample" in capsys.readouterr().err
+    assert cli_main([*args, "--out", str(tmp_path / "b"), "--resample"]) == 0
+    lesions = pd.read_csv(tmp_path / "b" / "p1" / "lesions.csv", keep_default_na=False)
+    assert len(lesions) > 0 and lesions.prob.between(0, 1).all()

@@ -287,7 +287,8 @@ def test_cv_protocol_packs_every_fold_and_sweeps_skip_its_jobs(root):
     into the folders a sweep over folds uses; the same jobs swept with the sequential engine are
     then skipped (one fingerprint, whichever engine or protocol ran them)."""
     env = {**os.environ, "RIMNET_ROOT": str(root), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "rimnet.train", "+experiment=t2star_flair", "protocol=cv"]
+    small = ["model.net.widths=[2,4,4]", "model.net.fc=[8]"]
+    cmd = [sys.executable, "-m", "rimnet.train", "+experiment=t2star_flair", "protocol=cv", *small]
     out = subprocess.run(
         [*cmd, "engine=packed", *TINY],
         cwd=REPO,
@@ -301,5 +302,7 @@ def test_cv_protocol_packs_every_fold_and_sweeps_skip_its_jobs(root):
     exp = root / "outputs" / "sweeps" / "smoke" / "t2star_flair"
     for k in range(4):
         _check_job(exp / f"fold{k}")
-    out = _sweep(root, "+experiment=t2star_flair", "fold=0,1,2,3", "engine=sequential", *TINY)
+    out = _sweep(
+        root, "experiment=t2star_flair", "fold=0,1,2,3", "engine=sequential", *small, *TINY
+    )
     assert out.stdout.count("skipped") == 4

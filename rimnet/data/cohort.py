@@ -65,6 +65,7 @@ class PatientVolumes:
     affine: np.ndarray
     images: dict[str, np.ndarray]
     masks: dict[str, np.ndarray]
+    header: nib.Nifti1Header | None = None  # the reference image's header (output maps copy it)
 
     @property
     def voxel_mm(self) -> np.ndarray:
@@ -213,7 +214,8 @@ def load_patient(
                 f"patient {pid}: {col} file {row[col]} has shape {img.shape} and "
                 f"affine\n{np.round(img.affine, 3)}\n"
                 f"but {ref_col} has shape {ref.shape} and affine\n{np.round(ref.affine, 3)}; "
-                "co-register them in the 3D-EPI space or preprocess with resample=true"
+                "co-register them in the 3D-EPI space, or let rimnet resample them onto it "
+                "(preprocess: params.resample=true; predict: --resample)"
             )
         imgs[col] = _resample_like(img, ref, kind == "mask")
     images, masks = {}, {}
@@ -223,8 +225,9 @@ def load_patient(
             images[col] = arr
         else:
             masks[col] = check_labels(pid, col, row[col], arr)
+    header = nib.Nifti1Header.from_header(ref.header)
     return PatientVolumes(
-        pid, str(row["site"]), str(row.get("scanner", "")), ref.affine.copy(), images, masks
+        pid, str(row["site"]), str(row.get("scanner", "")), ref.affine.copy(), images, masks, header
     )
 
 

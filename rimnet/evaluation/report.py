@@ -388,26 +388,40 @@ def write_report(
     }
     write_json(out / "summary.json", summary)
     if log_wandb:
-        _log_wandb(files, summary)
+        _log_wandb(files, summary, out)
     return summary
 
 
-def _log_wandb(files: dict[str, Path], summary: dict) -> None:
+def _log_wandb(files: dict[str, Path], summary: dict, out: Path) -> None:
+    """Tables and figures to a W&B run of its own (group ``evaluation``, files under ``out``);
+    a table a partial sweep left empty is skipped. ``WANDB_MODE`` decides online/offline, as for
+    training (offline when unset)."""
+    import os
+
     import wandb
 
+    offline = os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun")
     run = wandb.init(
         project="rimnet",
+        group="evaluation",
         job_type="evaluation",
-        name="evaluation",
-        config={"sweep_dir": summary["sweep_dir"]},
+        name=f"evaluation-{Path(summary['sweep_dir']).name}",
+        dir=str(out),
+        mode="offline" if offline else None,
+        config={k: v for k, v in summary.items() if k != "files"},
+        reinit="create_new",
     )
     try:
         for name, path in files.items():
             key = name.rsplit(".", 1)[0]
             if name.endswith(".csv"):
-                run.log({key: wandb.Table(dataframe=pd.read_csv(path, keep_default_na=False))})
+                try:
+                    table = pd.read_csv(path, keep_default_na=False)
+                except pd.errors.EmptyDataError:
+                    continue  # e.g. no DeLong pair yet in a partial sweep
+                run.log({key: wandb.Table(dataframe=table)})
             else:
                 run.log({key: wandb.Image(str(path))})
         run.summary.update({"summary": json.dumps(summary)})
     finally:
-        wandb.finish()
+        run.finish()

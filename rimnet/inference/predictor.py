@@ -6,8 +6,11 @@ per patient, written atomically into ``<out>/<patient_id>/``:
 - ``lesions.csv``: lesion id, centre (voxel and mm), volume, location, exclusion reason, mean
   probability over the fold models, their spread (std), and the decision at the bundle's threshold
   (``rim+``, ``rim-``, or ``excluded`` for candidates the rules leave out);
-- ``candidates.nii.gz``: label map in the input's space: 0 background, 1 rim-, 2 rim+, 3 excluded;
-- ``probability.nii.gz``: every candidate's voxels hold its probability;
+- ``candidates.nii.gz``: label map in the input's space: 0 background, 1 rim-, 2 rim+, 3 excluded,
+  with its colour tables for ITK-SNAP (``candidates_itksnap.txt``), 3D Slicer (``candidates.ctbl``)
+  and FSLeyes (``candidates.lut``);
+- ``probability.nii.gz``: every assessed candidate's voxels hold its probability (excluded
+  candidates, which the rules leave unassessed, hold 0 like the background);
 - ``summary.json``: rim+ count and "chronic active" (≥ ``chronic_threshold`` rim+ lesions).
 """
 
@@ -31,6 +34,30 @@ from rimnet.inference.bundle import Bundle, BundleError
 from rimnet.io import atomic_dir, write_json
 
 DECISION_CODES = {"rim-": 1, "rim+": 2, "excluded": 3}
+# Colours of candidates.nii.gz in the viewers (RGB 0-255): rim- blue, rim+ red, excluded grey.
+DECISION_COLOURS = {"rim-": (70, 130, 180), "rim+": (220, 20, 60), "excluded": (160, 160, 160)}
+
+
+def label_tables() -> dict[str, str]:
+    """Colour tables of ``candidates.nii.gz`` for ITK-SNAP (label description file), 3D Slicer
+    (colour table) and FSLeyes (lookup table), by file name.
+
+    Example:
+        >>> sorted(label_tables())
+        ['candidates.ctbl', 'candidates.lut', 'candidates_itksnap.txt']
+    """
+    rows = [(DECISION_CODES[d], d, DECISION_COLOURS[d]) for d in DECISION_CODES]
+    itk = ["# ITK-SnAP Label Description File", "# IDX -R- -G- -B- -A-- VIS MSH LABEL"]
+    itk.append('0 0 0 0 0 0 0 "Clear Label"')
+    itk += [f'{i} {r} {g} {b} 1 1 1 "{name}"' for i, name, (r, g, b) in rows]
+    slicer = ["# 3D Slicer color table: rimnet candidates", "0 background 0 0 0 0"]
+    slicer += [f"{i} {name} {r} {g} {b} 255" for i, name, (r, g, b) in rows]
+    fsl = [f"{i} {r / 255:.3f} {g / 255:.3f} {b / 255:.3f} {name}" for i, name, (r, g, b) in rows]
+    return {
+        "candidates_itksnap.txt": "\n".join(itk) + "\n",
+        "candidates.ctbl": "\n".join(slicer) + "\n",
+        "candidates.lut": "\n".join(fsl) + "\n",
+    }
 
 
 @dataclass
@@ -43,6 +70,7 @@ class PatientResult:
     labels: np.ndarray
     affine: np.ndarray
     timings: dict = field(default_factory=dict)
+    header: nib.Nifti1Header | None = None  # the reference image's, for the output maps
 
 
 class Predictor:
@@ -70,11 +98,13 @@ class Predictor:
         tta: bool = False,
         chronic_threshold: int = 4,
         batch_size: int = 64,
+        resample: bool = False,
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.device = torch.device(device)
         self.nets = self.bundle.networks(self.device)
         self.tta, self.chronic_threshold, self.batch_size = tta, chronic_threshold, batch_size
+        self.resample = resample
 
     def check_modalities(self, given: Sequence[str], where: str) -> None:
         missing = [m for m in self.bundle.modalities if m not in given]
@@ -153,11 +183,11 @@ class Predictor:
             "members": len(self.nets),
             "tta": self.tta,
         }
-        return PatientResult(vol.patient_id, lesions, summary, comp, vol.affine, t)
+        return PatientResult(vol.patient_id, lesions, summary, comp, vol.affine, t, vol.header)
 
     def predict_row(self, row: pd.Series) -> PatientResult:
         t0 = time.perf_counter()
-        vol = load_patient(row, self.bundle.modalities)
+        vol = load_patient(row, self.bundle.modalities, resample=self.resample)
         load_s = time.perf_counter() - t0
         result = self.predict_volumes(vol)
         result.timings = {"load": load_s, **result.timings}
@@ -190,6 +220,17 @@ def patient_folder(out_dir: str | Path, patient_id: str) -> Path:
     return folder
 
 
+def nifti_like(data: np.ndarray, result: PatientResult) -> nib.Nifti1Image:
+    """An output map with the input's header (qform/sform codes, units), its own data type and
+    no intensity scaling, so viewers overlay it exactly on the patient's images."""
+    if result.header is None:
+        return nib.Nifti1Image(data, result.affine)
+    img = nib.Nifti1Image(data, result.affine, header=result.header)
+    img.set_data_dtype(data.dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    return img
+
+
 def write_patient(result: PatientResult, out_dir: str | Path) -> Path:
     """Write one patient's outputs atomically into ``out_dir/<patient_id>``; returns that folder.
 
@@ -205,16 +246,19 @@ def write_patient(result: PatientResult, out_dir: str | Path) -> Path:
         lut_prob = np.zeros(int(result.labels.max()) + 1, np.float32)
         idx = result.lesions["lesion_index"].to_numpy()
         lut_code[idx] = [DECISION_CODES[d] for d in result.lesions["decision"]]
-        lut_prob[idx] = result.lesions["prob"].to_numpy()
+        excluded = (result.lesions["decision"] == "excluded").to_numpy()
+        lut_prob[idx] = np.where(excluded, 0.0, result.lesions["prob"].to_numpy())
         codes, prob = lut_code[result.labels], lut_prob[result.labels]
     with atomic_dir(
         folder, "patient-predictions", f"patient {result.patient_id}'s output folder"
     ) as tmp:
         result.lesions.to_csv(tmp / "lesions.csv", index=False)
-        img = nib.Nifti1Image(codes, result.affine)
+        img = nifti_like(codes, result)
         img.header["descrip"] = b"rimnet: 0 bg, 1 rim-, 2 rim+, 3 excluded"
         nib.save(img, tmp / "candidates.nii.gz")
-        nib.save(nib.Nifti1Image(prob, result.affine), tmp / "probability.nii.gz")
+        nib.save(nifti_like(prob, result), tmp / "probability.nii.gz")
+        for name, text in label_tables().items():
+            (tmp / name).write_text(text)
         write_json(tmp / "summary.json", result.summary)
     result.timings["write"] = time.perf_counter() - t0
     return folder

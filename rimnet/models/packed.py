@@ -219,6 +219,8 @@ class PackedRimNet(nn.Module):
         """A new pack of the given members, in that order (copies; e.g. without stopped ones)."""
         first = next(self.parameters())
         new = type(self)(len(members), **self.config).to(device=first.device, dtype=first.dtype)
+        if self.main.block2.convs[0].weight.is_contiguous(memory_format=torch.channels_last_3d):
+            new = new.to(memory_format=torch.channels_last_3d)
         index = torch.as_tensor(list(members), device=first.device)
         with torch.no_grad():
             old = self.packed_tensors()

@@ -25,7 +25,7 @@ from rimnet.data.cache import PatchCache
 from rimnet.data.contract import PREDICTION_COLUMNS, context_size
 from rimnet.data.datamodule import PatchDataModule
 from rimnet.io import atomic_path
-from rimnet.training.run import finish_wandb, lightning_resumable, run_seed
+from rimnet.training.run import finish_wandb, lightning_resumable, run_config, run_seed
 from rimnet.training.schedule import Staircase, StaircaseLR
 
 
@@ -123,10 +123,11 @@ def fit_and_test(spec: RunSpec, cache: PatchCache) -> RunResult:
     pl.seed_everything(seed, workers=True, verbose=False)
     module = hydra.utils.instantiate(cfg.model, seed=seed, inference=inference_description(cfg))
     module.balance_classes(dm.table("train")["label"])
+    loggers = instantiate_list(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(run_config(cfg))
     trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        callbacks=instantiate_list(cfg.get("callbacks")),
-        logger=instantiate_list(cfg.get("logger")) or False,
+        cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")), logger=loggers or False
     )
     try:
         resume = lightning_resumable(spec.resume)

@@ -54,7 +54,7 @@ from rimnet.training.engine import (
 )
 from rimnet.training.member_adam import MemberAdam
 from rimnet.training.module import CHECKPOINT_KEY, RimNetModule
-from rimnet.training.run import ENGINE_KEY, finish_wandb, run_seed
+from rimnet.training.run import ENGINE_KEY, finish_wandb, run_config, run_seed
 from rimnet.training.schedule import Staircase, StaircaseLR
 
 MIXED = {"bf16-mixed": torch.bfloat16}
@@ -308,7 +308,7 @@ class Pack:
             for m in self.members:
                 for logger in m.loggers:
                     _open_wandb(logger)
-                    logger.log_hyperparams(dict(m.module.hparams))
+                    logger.log_hyperparams({**run_config(m.spec.cfg), **m.module.hparams})
             while any(not m.done for m in self.members):
                 self._rebuild()
                 self._round()

@@ -140,6 +140,14 @@ def stage_config(
     return merged
 
 
+def run_config(cfg: DictConfig) -> dict:
+    """What the loggers record about a run: the whole resolved config (data scale, seed, widths,
+    modalities, schedule, ...), less Hydra's own settings."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    return plain
+
+
 def finish_wandb() -> None:
     """Close the W&B run if one is open (also after a failure)."""
     import sys

@@ -1,0 +1,104 @@
+"""The ``rimnet`` console script: ``rimnet <stage> ...`` for every stage, ``rimnet --version``.
+
+``synth``, ``preprocess``, ``train`` and ``evaluate`` are Hydra applications (the same as
+``python -m rimnet.<stage>``: key=value overrides, ``--help``, ``-m`` sweeps); ``export`` and
+``predict`` take plain options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+def export_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="rimnet export",
+        description="Export a model bundle from a training run folder "
+        "(python -m rimnet.train) or a nested-CV experiment folder (<sweep>/<experiment> with "
+        "fold*/).",
+    )
+    ap.add_argument("source", help="run folder or CV experiment folder")
+    ap.add_argument("bundle", help="output file, e.g. rimnet_phase_flair.pt")
+    ap.add_argument(
+        "--specificity",
+        type=float,
+        default=0.95,
+        help="operating point of the threshold (default 0.95)",
+    )
+    args = ap.parse_args(argv)
+    from rimnet.errors import RimnetError
+    from rimnet.inference.bundle import Bundle, export_bundle
+
+    try:
+        path = export_bundle(args.source, args.bundle, args.specificity)
+    except RimnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    b = Bundle.load(path)
+    print(
+        f"bundle {path}: {b.experiment}, modalities {b.modalities}, {len(b.members)} model(s), "
+        f"threshold {b.threshold:.4f} "
+        f"({b.threshold_rule})"
+    )
+    return 0
+
+
+# Hydra stages: the module whose ``main`` runs the stage (its --help is Hydra's, with examples).
+HYDRA_STAGES = {
+    "synth": ("rimnet.synth.__main__", "generate a synthetic cohort (dipole-model phantoms)"),
+    "preprocess": ("rimnet.preprocess", "cohort.csv -> candidates -> patch cache"),
+    "train": ("rimnet.train", "train RimNet: single runs, nested CV jobs, the inter-center study"),
+    "evaluate": ("rimnet.evaluate", "Table 3, DeLong tests, patient-wise tables, Figs 5-8"),
+}
+COMMANDS = {
+    **{name: help_ for name, (_, help_) in HYDRA_STAGES.items()},
+    "export": "export a model bundle (fold models + threshold) from training output",
+    "predict": "per-lesion rim probabilities, maps and counts for new patients",
+}
+
+
+def usage() -> str:
+    from rimnet import __version__
+
+    lines = [f"  {k:10s} {v}" for k, v in COMMANDS.items()]
+    return (
+        f"rimnet {__version__}: paramagnetic rim lesions in MS (RimNet, Barquero et al. 2020)\n\n"
+        "usage: rimnet <command> [arguments]\n       rimnet --version\n\ncommands, in the order "
+        "of the pipeline:\n" + "\n".join(lines) + "\n\nrimnet <command> --help explains each; "
+        "the Hydra stages take key=value overrides\n(e.g. rimnet train experiment=phase_flair "
+        "data=smoke)."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``rimnet <command> ...``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--version":
+        from rimnet import __version__
+
+        print(f"rimnet {__version__}")
+        return 0
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: unknown command {argv[0]!r}\n", file=sys.stderr)
+        print(usage())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    if command in HYDRA_STAGES:
+        module = importlib.import_module(HYDRA_STAGES[command][0])
+        # Hydra reads its overrides from sys.argv; the module's file as argv[0] lets Lightning's
+        # DDP launcher start the same stage again in its worker processes.
+        sys.argv = [str(module.__file__), *rest]
+        module.main()
+        return 0
+    if command == "export":
+        return export_main(rest)
+    from rimnet.predict import main as predict_main
+
+    return predict_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

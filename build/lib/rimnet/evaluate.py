@@ -1,0 +1,31 @@
+"""``python -m rimnet.evaluate sweep_dir=<dir> out_dir=<dir>``: Table 3, AUC/DeLong, patient-wise
+analysis, error analyses and Figures 5–8 from a sweep's prediction files."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from rimnet.config import CONFIG_DIR, register_resolvers
+from rimnet.errors import exit_on_error
+from rimnet.evaluation.report import write_report
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@exit_on_error
+def main(cfg: DictConfig) -> None:
+    summary = write_report(cfg.sweep_dir, cfg.out_dir, log_wandb=cfg.wandb, n_folds=cfg.n_folds)
+    print(f"report written to {cfg.out_dir}: {', '.join(summary['files'])}")
+    if summary["missing"]:
+        print("missing: " + "; ".join(summary["missing"]))
+    for exp, a in summary["auc"].items():
+        print(
+            f"  {exp:14s} AUC {a['auc_mean_folds']:.3f} (mean of folds), {a['auc_pooled']:.3f} "
+            f"(pooled)"
+        )
+
+
+if __name__ == "__main__":
+    main()

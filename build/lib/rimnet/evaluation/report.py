@@ -1,0 +1,427 @@
+"""Table 3, the AUC/DeLong table, patient-wise and error tables, and Figures 5–8 from a sweep
+folder.
+
+A sweep folder holds ``<experiment>/fold<k>/predictions.csv`` (cross-validation) and, for the
+inter-center study, ``ics_phase_flair/ensemble/predictions.csv``. Missing configurations are
+listed in the report, never invented.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from rimnet.config import cv_experiments, experiment_configs, inter_center_experiments  # noqa: E402
+from rimnet.errors import RimnetError  # noqa: E402
+from rimnet.evaluation import analysis  # noqa: E402
+from rimnet.evaluation.stats import confusion_metrics, delong_ci, delong_test  # noqa: E402
+from rimnet.io import atomic_path, claim_folder, write_json  # noqa: E402
+
+# Where Table 3's rows come from (the paper's table; the experiment list itself is
+# conf/experiment/).
+TABLE3_SINGLE, TABLE3_RIMNET, ICS_EXPERIMENT = "phase", "phase_flair", "ics_phase_flair"
+MODALITY_NAMES = {"phase": "phase", "t2star": "T2*", "flair": "FLAIR"}
+# Barquero et al. 2020, Table 3 and §3.1 (percent; AUCs as fractions).
+PAPER_TABLE3 = {
+    ("cv", "Single phase model"): [91.3, 57.6, 62.1, 95.0, 53.9, 96.3],
+    ("cv", "RimNet: phase + FLAIR"): [94.6, 63.0, 70.6, 94.9, 56.9, 97.1],
+    ("cv", "Expert #1"): [97.9, 86.4, 77.9, 99.8, 97.0, 97.9],
+    ("cv", "Expert #2"): [97.8, 85.6, 77.5, 99.7, 96.5, 97.9],
+    ("ics", "RimNet: phase + FLAIR"): [93.8, 62.3, 75.8, 95.1, 52.8, 98.3],
+    ("ics", "Expert #1"): [98.7, 89.6, 83.9, 99.8, 96.2, 98.8],
+    ("ics", "Expert #2"): [98.1, 84.7, 77.9, 99.6, 92.8, 98.4],
+}
+PAPER_AUC = {
+    "phase": 0.913,
+    "t2star": 0.901,
+    "flair": 0.855,
+    "phase_flair": 0.946,
+    "phase_t2star": 0.943,
+    "t2star_flair": 0.926,
+    ICS_EXPERIMENT: 0.953,
+}
+METRICS = ["accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
+
+
+def label(experiment: str) -> str:
+    """Display name of a configuration, from its modalities: ``RimNet: phase + FLAIR``."""
+    cfg = experiment_configs()[experiment]
+    names = " + ".join(MODALITY_NAMES[m] for m in cfg.modalities)
+    kind = "Single" if len(cfg.modalities) == 1 else "RimNet"
+    return f"{'ICS ' if cfg.get('train_sites') else ''}{kind}: {names}"
+
+
+def load_predictions(
+    sweep_dir: str | Path, n_folds: int = 4
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Predictions per configuration (CV folds concatenated; the ICS ensemble) and what is
+    missing."""
+    sweep_dir = Path(sweep_dir)
+    found, missing = {}, []
+    for exp in cv_experiments():
+        files = sorted((sweep_dir / exp).glob("fold*/predictions.csv"))
+        if files:
+            found[exp] = pd.concat(
+                [pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True
+            )
+            if len(files) < n_folds:
+                missing.append(f"{exp}: only {len(files)} of {n_folds} folds found")
+        else:
+            missing.append(f"{exp}: no predictions")
+    for exp in inter_center_experiments():
+        ens = sweep_dir / exp / "ensemble" / "predictions.csv"
+        if ens.exists():
+            found[exp] = pd.read_csv(ens, keep_default_na=False)
+        else:
+            missing.append(f"{exp}: no ensemble predictions")
+    return found, missing
+
+
+def _table3_rows(pred: pd.DataFrame, name: str, section: str) -> list[dict]:
+    op = analysis.apply_operating_point(pred)
+    t = analysis.lesion_table(op)
+    names = {"model": name, "rater1": "Expert #1", "rater2": "Expert #2"}
+    rows = []
+    for who, r in t.iterrows():
+        row = {
+            "section": section,
+            "row": names[who],
+            **{m: 100 * r[m] for m in METRICS},
+            "p_vs_expert1": r.get("p_vs_rater1", np.nan),
+            "p_vs_expert2": r.get("p_vs_rater2", np.nan),
+        }
+        paper = PAPER_TABLE3.get((section, names[who]))
+        row.update({f"paper_{m}": v for m, v in zip(METRICS, paper)} if paper else {})
+        rows.append(row)
+    return rows
+
+
+def table3(preds: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Lesion-wise results at the 95 %-specificity operating point (Table 3): models, then
+    experts."""
+    models, experts = [], []
+    for exp, name in (
+        (TABLE3_SINGLE, "Single phase model"),
+        (TABLE3_RIMNET, "RimNet: phase + FLAIR"),
+    ):
+        if exp in preds:
+            rows = _table3_rows(preds[exp], name, "cv")
+            models.append(rows[0])
+            experts = experts or rows[1:]
+    ics = (
+        _table3_rows(preds[ICS_EXPERIMENT], "RimNet: phase + FLAIR", "ics")
+        if ICS_EXPERIMENT in preds
+        else []
+    )
+    return pd.DataFrame(models + experts + ics)
+
+
+def _paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    return a[["lesion_id", "label", "prob"]].merge(
+        b[["lesion_id", "prob"]], on="lesion_id", suffixes=("_a", "_b")
+    )
+
+
+def auc_table(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """AUC per configuration (mean of folds, pooled with DeLong 95 % CI) and DeLong p for every
+    pair."""
+    rows, pairs = [], []
+    exps = [e for e in cv_experiments() if e in preds]
+    for e in exps:
+        mc = analysis.mean_curves(preds[e])
+        lo, auc, hi = delong_ci(preds[e]["label"], preds[e]["prob"])
+        rows.append(
+            {
+                "configuration": label(e),
+                "experiment": e,
+                "auc_mean_folds": mc.auc,
+                "auc_pooled": auc,
+                "ci_low": lo,
+                "ci_high": hi,
+                "ap_mean_folds": mc.ap,
+                "paper_auc": PAPER_AUC.get(e),
+            }
+        )
+    for a, b in itertools.combinations(exps, 2):
+        m = _paired(preds[a], preds[b])
+        r = delong_test(m["label"], m["prob_a"], m["prob_b"])
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                "auc_a": r.auc_a,
+                "auc_b": r.auc_b,
+                "z": r.z,
+                "p_value": r.p_value,
+                "n_lesions": len(m),
+            }
+        )
+    return pd.DataFrame(rows), pd.DataFrame(pairs)
+
+
+def _fmt_p(p: float) -> str:
+    if p != p:
+        return ""
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def table3_markdown(t3: pd.DataFrame) -> str:
+    lines = [
+        "| Lesion-wise results | Accuracy | F1 | Sensitivity | Specificity | PPV | NPV | P vs #1 "
+        "| P vs #2 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for section, title in (("cv", "Cross-validation evaluation"), ("ics", "Inter-center study")):
+        sub = t3[t3.section == section]
+        if sub.empty:
+            continue
+        lines.append(f"| **{title}** | | | | | | | | |")
+        for _, r in sub.iterrows():
+            cells = []
+            for m in METRICS:
+                paper = r.get(f"paper_{m}")
+                cells.append(
+                    f"{r[m]:.1f}"
+                    + (f" ({paper:.1f})" if paper == paper and paper is not None else "")
+                )
+            lines.append(
+                f"| {r['row']} | "
+                + " | ".join(cells)
+                + f" | {_fmt_p(r['p_vs_expert1'])} | {_fmt_p(r['p_vs_expert2'])} |"
+            )
+    lines.append(
+        "\nIn parentheses: the paper's Table 3. Operating point: 95 % specificity, threshold "
+        "chosen per test fold."
+    )
+    return "\n".join(lines)
+
+
+def figure5(preds: dict[str, pd.DataFrame], path: Path) -> None:
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.8))
+    for e in [e for e in cv_experiments() if e in preds]:
+        mc = analysis.mean_curves(preds[e])
+        ax[0].step(mc.grid, mc.tpr, where="post", label=f"{label(e)} (AUC {mc.auc:.3f})")
+        ax[1].step(mc.grid, mc.precision, where="post", label=f"{label(e)} (AP {mc.ap:.3f})")
+    _finish_curves(ax, "Fig. 5: mean ROC and PR over the test folds")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def figure6(preds: dict[str, pd.DataFrame], path: Path) -> dict | None:
+    if ICS_EXPERIMENT not in preds or TABLE3_RIMNET not in preds:
+        return None
+    ics = preds[ICS_EXPERIMENT]
+    cv = preds[TABLE3_RIMNET][preds[TABLE3_RIMNET]["lesion_id"].isin(ics["lesion_id"])]
+    m = _paired(ics, cv)
+    test = delong_test(m["label"], m["prob_a"], m["prob_b"]) if m["label"].nunique() == 2 else None
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.8))
+    for name, p in (("ICS: trained on Basel, ensemble", ics), ("CV: trained on both centres", cv)):
+        if p["label"].nunique() < 2:
+            continue
+        g = analysis.GRID
+        auc = analysis.mean_curves(p.assign(fold=0)).auc
+        ax[0].step(
+            g,
+            analysis.roc_on_grid(p["label"], p["prob"]),
+            where="post",
+            label=f"{name} (AUC {auc:.3f})",
+        )
+        ax[1].step(g, analysis.pr_on_grid(p["label"], p["prob"]), where="post", label=name)
+    title = "Fig. 6: RimNet on Lausanne lesions" + (
+        f" (DeLong P = {test.p_value:.3f})" if test else ""
+    )
+    _finish_curves(ax, title)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return (
+        None
+        if test is None
+        else {"z": test.z, "p_value": test.p_value, "auc_ics": test.auc_a, "auc_cv": test.auc_b}
+    )
+
+
+def _finish_curves(ax, title: str) -> None:
+    ax[0].plot([0, 1], [0, 1], ":", color="grey")
+    ax[0].set(xlabel="False positive rate", ylabel="True positive rate", title="ROC")
+    ax[1].set(xlabel="Recall", ylabel="Precision", title="Precision-recall")
+    for a in ax:
+        a.legend(fontsize=7, loc="lower right" if a is ax[0] else "lower left")
+        a.set(xlim=(0, 1), ylim=(0, 1.02))
+    ax[0].figure.suptitle(title)
+
+
+def figure7(pw: dict[str, pd.DataFrame], path: Path) -> None:
+    fig, ax = plt.subplots(len(pw), 2, figsize=(10, 3.8 * len(pw)), squeeze=False)
+    for row, (section, table) in enumerate(pw.items()):
+        for col, metric in enumerate(("accuracy", "f1")):
+            for who in ("model", "rater1", "rater2"):
+                g = table[table.who == who]
+                if not g.empty:
+                    ax[row, col].plot(
+                        g.threshold,
+                        100 * g[metric],
+                        "o-",
+                        label={"model": "RimNet", "rater1": "Expert #1", "rater2": "Expert #2"}[
+                            who
+                        ],
+                    )
+            ax[row, col].set(
+                xlabel="rim+ lesions to call a patient chronic active",
+                ylabel=f"{metric} (%)",
+                title=f"{section}: {metric}",
+                ylim=(0, 102),
+                xticks=sorted(table.threshold.unique()),
+            )
+            ax[row, col].legend(fontsize=8)
+    fig.suptitle("Fig. 7: patient-wise analysis")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def figure8(counts: dict[str, pd.DataFrame], path: Path, threshold: int = 4) -> None:
+    fig, ax = plt.subplots(len(counts), 3, figsize=(10, 3.4 * len(counts)), squeeze=False)
+    for row, (section, c) in enumerate(counts.items()):
+        truth = c["true"] >= threshold
+        for col, who in enumerate(("model", "rater1", "rater2")):
+            a = ax[row, col]
+            if who not in c:
+                a.axis("off")
+                continue
+            m = confusion_metrics(truth, c[who] >= threshold)
+            mat = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
+            a.imshow(mat, cmap="Blues")
+            for (i, j), v in np.ndenumerate(mat):
+                a.text(
+                    j,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    fontsize=12,
+                    color="white" if v > mat.max() / 2 else "black",
+                )
+            a.set_xticks([0, 1], ["non-CA", "CA"])
+            a.set_yticks([0, 1], ["non-CA", "CA"])
+            name = {"model": "RimNet", "rater1": "Expert #1", "rater2": "Expert #2"}[who]
+            a.set(xlabel="predicted", ylabel="consensus", title=f"{section}: {name}")
+    fig.suptitle(f"Fig. 8: chronic active (≥ {threshold} rim+) confusion matrices")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_report(
+    sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = False, n_folds: int = 4
+) -> dict:
+    """Write every table and figure of the evaluation to ``out_dir``; returns the summary."""
+    preds, missing = load_predictions(sweep_dir, n_folds)
+    if not preds:
+        raise RimnetError(
+            f"no predictions found under {sweep_dir} (expected "
+            f"<experiment>/fold<k>/predictions.csv)"
+        )
+    out = claim_folder(out_dir, "evaluation-report", "report folder (out_dir)")
+    files: dict[str, Path] = {}
+
+    def save_csv(df: pd.DataFrame, name: str) -> None:
+        with atomic_path(out / name) as tmp:
+            df.to_csv(tmp, index=False)
+        files[name] = out / name
+
+    t3 = table3(preds)
+    save_csv(t3, "table3.csv")
+    with atomic_path(out / "table3.md") as tmp:
+        tmp.write_text(
+            table3_markdown(t3) + "\n\nMissing: " + ("; ".join(missing) or "nothing") + "\n"
+        )
+    aucs, pairs = auc_table(preds)
+    save_csv(aucs, "auc.csv")
+    save_csv(pairs, "delong_pairs.csv")
+    pw, counts = {}, {}
+    for section, exp in (("cross-validation", TABLE3_RIMNET), ("inter-center", ICS_EXPERIMENT)):
+        if exp in preds:
+            op = analysis.apply_operating_point(preds[exp])
+            counts[section] = analysis.patient_counts(op)
+            pw[section] = analysis.patient_wise(counts[section])
+            save_csv(counts[section].reset_index(), f"patient_counts_{exp}.csv")
+            save_csv(pw[section], f"patient_wise_{exp}.csv")
+            if "consensus_needed" in op:
+                save_csv(analysis.consensus_error_analysis(op), f"error_consensus_{exp}.csv")
+            if "location" in op and (op["location"] != "").any():
+                save_csv(analysis.location_analysis(op), f"location_{exp}.csv")
+    if aucs.shape[0]:
+        figure5(preds, out / "fig5_roc_pr.png")
+        files["fig5_roc_pr.png"] = out / "fig5_roc_pr.png"
+    ics_vs_cv = figure6(preds, out / "fig6_intercenter.png")
+    if ics_vs_cv is not None:
+        files["fig6_intercenter.png"] = out / "fig6_intercenter.png"
+    if pw:
+        figure7(pw, out / "fig7_patientwise.png")
+        figure8(counts, out / "fig8_confusion.png")
+        files.update(
+            {
+                "fig7_patientwise.png": out / "fig7_patientwise.png",
+                "fig8_confusion.png": out / "fig8_confusion.png",
+            }
+        )
+    summary = {
+        "sweep_dir": os.path.relpath(
+            Path(sweep_dir).resolve(), out.resolve()
+        ),  # portable: relative
+        "configurations": sorted(preds),
+        "missing": missing,
+        "auc": aucs.set_index("experiment")[["auc_mean_folds", "auc_pooled"]].to_dict("index")
+        if len(aucs)
+        else {},
+        "ics_vs_cv": ics_vs_cv,
+        "files": sorted(files),
+    }
+    write_json(out / "summary.json", summary)
+    if log_wandb:
+        _log_wandb(files, summary, out)
+    return summary
+
+
+def _log_wandb(files: dict[str, Path], summary: dict, out: Path) -> None:
+    """Tables and figures to a W&B run of its own (group ``evaluation``, files under ``out``);
+    a table a partial sweep left empty is skipped. ``WANDB_MODE`` decides online/offline, as for
+    training (offline when unset)."""
+    import os
+
+    import wandb
+
+    offline = os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun")
+    run = wandb.init(
+        project="rimnet",
+        group="evaluation",
+        job_type="evaluation",
+        name=f"evaluation-{Path(summary['sweep_dir']).name}",
+        dir=str(out),
+        mode="offline" if offline else None,
+        config={k: v for k, v in summary.items() if k != "files"},
+        reinit="create_new",
+    )
+    try:
+        for name, path in files.items():
+            key = name.rsplit(".", 1)[0]
+            if name.endswith(".csv"):
+                try:
+                    table = pd.read_csv(path, keep_default_na=False)
+                except pd.errors.EmptyDataError:
+                    continue  # e.g. no DeLong pair yet in a partial sweep
+                run.log({key: wandb.Table(dataframe=table)})
+            else:
+                run.log({key: wandb.Image(str(path))})
+        run.summary.update({"summary": json.dumps(summary)})
+    finally:
+        run.finish()

@@ -1,0 +1,112 @@
+"""RimNet (§2.5, Fig. 4) and its unimodal baseline.
+
+Each branch is VGG-like: three blocks of (3×3×3 conv → batch norm → tanh) × 2 → 2×2×2 max-pool.
+The main branch takes the first modality. Early fusion: the second branch's block-1 output is
+concatenated to the main branch's block-1 output, forming the main branch's block-2 input. Each
+branch is closed by a 1×1×1 convolution to ``bottleneck`` channels (1 in the authors' code). Late
+fusion: both branches' flattened features are concatenated and fed to a fully connected cascade
+(256 → 128 → 64 in the authors' code) ending in two logits. Xavier initialisation throughout.
+
+With one modality the network is the unimodal baseline of §2.5: one branch + the same head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from rimnet.errors import ConfigError
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for c in (c_in, c_out):
+        # No bias: the batch norm that follows removes it, so its gradient is round-off only.
+        layers += [nn.Conv3d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm3d(c_out), nn.Tanh()]
+    return nn.Sequential(*layers, nn.MaxPool3d(2))
+
+
+class Branch(nn.Module):
+    """One VGG-like branch; ``fusion_channels`` extra channels join the block-2 input."""
+
+    def __init__(self, widths: Sequence[int], bottleneck: int, fusion_channels: int = 0) -> None:
+        super().__init__()
+        w1, w2, w3 = widths
+        self.block1 = _block(1, w1)
+        self.block2 = _block(w1 + fusion_channels, w2)
+        self.block3 = _block(w2, w3)
+        self.close = nn.Conv3d(w3, bottleneck, 1) if bottleneck else nn.Identity()
+
+
+class RimNet(nn.Module):
+    """Multimodal (two-branch) or unimodal (one-branch) RimNet.
+
+    Args:
+        n_modalities: 1 (unimodal baseline) or 2 (RimNet); channel 0 feeds the main branch.
+        widths: channels of the three blocks (authors' code: 32, 64, 128).
+        fc: hidden sizes of the fully connected cascade (authors' code: 256, 128, 64).
+        bottleneck: channels of the 1×1×1 convolution closing each branch (0 = none).
+        patch_size: input side (28 in the paper).
+        dropout: dropout before each hidden fully connected layer (0 = none, as in the paper).
+
+    Example:
+        >>> net = RimNet(n_modalities=2, widths=(8, 16, 32))
+        >>> net(torch.zeros(4, 2, 28, 28, 28)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(
+        self,
+        n_modalities: int = 2,
+        widths: Sequence[int] = (32, 64, 128),
+        fc: Sequence[int] = (256, 128, 64),
+        bottleneck: int = 1,
+        patch_size: int = 28,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if n_modalities not in (1, 2):
+            raise ConfigError(f"RimNet takes 1 or 2 modalities, got {n_modalities}")
+        self.n_modalities = n_modalities
+        # What rebuilds this network (plain values: checkpoints and bundles carry it).
+        self.config = {
+            "n_modalities": n_modalities,
+            "widths": [int(w) for w in widths],
+            "fc": [int(h) for h in fc],
+            "bottleneck": int(bottleneck),
+            "patch_size": int(patch_size),
+            "dropout": float(dropout),
+        }
+        self.main = Branch(
+            widths, bottleneck, fusion_channels=widths[0] if n_modalities == 2 else 0
+        )
+        self.second = Branch(widths, bottleneck) if n_modalities == 2 else None
+        side = patch_size // 8
+        per_branch = (bottleneck or widths[2]) * side**3
+        layers: list[nn.Module] = []
+        c = per_branch * n_modalities
+        for h in fc:
+            layers += ([nn.Dropout(dropout)] if dropout else []) + [nn.Linear(c, h), nn.Tanh()]
+            c = h
+        self.head = nn.Sequential(*layers, nn.Linear(c, 2))
+        self.apply(_xavier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 2) for patches (B, n_modalities, S, S, S)."""
+        m1 = self.main.block1(x[:, :1])
+        if self.second is not None:
+            s1 = self.second.block1(x[:, 1:2])
+            s = self.second.close(self.second.block3(self.second.block2(s1)))
+            m1 = torch.cat([m1, s1], dim=1)
+        m = self.main.close(self.main.block3(self.main.block2(m1)))
+        feats = [m.flatten(1)] + ([s.flatten(1)] if self.second is not None else [])
+        return self.head(torch.cat(feats, dim=1))
+
+
+def _xavier(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv3d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

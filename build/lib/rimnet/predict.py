@@ -1,0 +1,220 @@
+"""``rimnet predict`` / ``python -m rimnet.predict``: per-lesion rim probabilities for new patients.
+
+One patient:
+    rimnet predict --bundle rimnet.pt --phase phase.nii.gz --flair flair.nii.gz \\
+                   --lesion-mask lesions.nii.gz [--anatomy aseg.nii.gz] --out results/ [--id pat01]
+Many patients (the data contract's cohort.csv; rim annotations are not needed):
+    rimnet predict --bundle rimnet.pt --cohort cohort.csv --out results/
+The lesion under a point ("the expert clicks the lesion", §4 of the paper):
+    rimnet predict ... --at 101 87 40          (voxel indices)   or   --at -12.5 3.0 20.1 --mm
+
+Writes per patient lesions.csv, candidates.nii.gz (1 rim-, 2 rim+, 3 excluded), probability.nii.gz
+and summary.json; for a cohort also lesions_all.csv and patients.csv. A patient that fails is listed
+in failures.csv with its error; the others are written, and the exit code is 2. --out must be new,
+empty, or a folder rimnet wrote before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rimnet.data.cohort import MODALITIES, CohortError, check_patient_id, read_cohort
+from rimnet.errors import RimnetError
+from rimnet.inference.predictor import Predictor, lesion_at, patient_folder, write_patient
+from rimnet.io import atomic_path, check_replaceable, claim_folder
+
+
+def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--bundle", required=True, help="model bundle (.pt) from `rimnet export`")
+    src = ap.add_argument_group(
+        "input: one patient's NIfTI files (co-registered, 3D-EPI space), or --cohort"
+    )
+    for m in MODALITIES:
+        src.add_argument(f"--{m}", help=f"{m} image (needed if the bundle uses {m})")
+    src.add_argument("--lesion-mask", help="automated lesion segmentation (binary or labels)")
+    src.add_argument(
+        "--anatomy", help="optional anatomy label map (README codes) for the location column"
+    )
+    src.add_argument(
+        "--air-mask", help="optional mask of air artefacts (candidates touching it are excluded)"
+    )
+    src.add_argument(
+        "--id",
+        default=None,
+        help="patient id for one patient (default: the BIDS sub-/ses- entities of the lesion "
+        "mask's name, else the name of its folder)",
+    )
+    src.add_argument("--cohort", help="cohort.csv (data contract) for many patients")
+    ap.add_argument("--out", required=True, help="output folder (one sub-folder per patient)")
+    ap.add_argument(
+        "--tta", action="store_true", help="average over X/Y/Z flips too (test-time augmentation)"
+    )
+    ap.add_argument(
+        "--chronic-threshold",
+        type=int,
+        default=4,
+        help="rim+ lesions from which a patient is 'chronic active' (default 4)",
+    )
+    ap.add_argument(
+        "--resample",
+        action="store_true",
+        help="resample images and masks that are not on the first modality's grid onto it "
+        "(masks by nearest neighbour) instead of stopping with an error",
+    )
+    ap.add_argument(
+        "--device",
+        default="cuda" if _cuda() else "cpu",
+        help="where the networks run: cuda, cuda:1, cpu (default: cuda when available)",
+    )
+    ap.add_argument(
+        "--at",
+        nargs=3,
+        type=float,
+        metavar=("X", "Y", "Z"),
+        help="report the lesion under this point",
+    )
+    ap.add_argument(
+        "--mm",
+        action="store_true",
+        help="--at is in mm (world coordinates) instead of voxel indices",
+    )
+    return ap
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _write_table(path: Path, table: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def run_cohort(predictor: Predictor, cohort_csv: str, out_dir: str, chronic_threshold: int) -> int:
+    """Every patient of a cohort; a failing patient is recorded in failures.csv and the rest go
+    on."""
+    cohort = read_cohort(cohort_csv, predictor.bundle.modalities)
+    out = claim_folder(out_dir, "predictions", "output folder (--out)")
+    for pid in cohort["patient_id"]:
+        patient_folder(out, pid)
+    results, failures = [], []
+    for _, row in tqdm(list(cohort.iterrows()), desc="predict", unit="patient"):
+        try:
+            r = predictor.predict_row(row)
+            write_patient(r, out)
+        except RimnetError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures.append({"patient_id": row["patient_id"], "error": str(exc)})
+            continue
+        results.append(r)
+    if results:
+        _write_table(
+            out / "lesions_all.csv", pd.concat([r.lesions for r in results], ignore_index=True)
+        )
+    _write_table(
+        out / "patients.csv",
+        pd.DataFrame([r.summary for r in results], columns=None if results else ["patient_id"]),
+    )
+    if failures or (out / "failures.csv").exists():
+        _write_table(out / "failures.csv", pd.DataFrame(failures, columns=["patient_id", "error"]))
+    n_ca = sum(r.summary["chronic_active"] for r in results)
+    print(
+        f"{len(results)} patients, {n_ca} chronic active (>= {chronic_threshold} rim+); results "
+        f"in {out}"
+    )
+    if failures:
+        print(
+            f"error: {len(failures)} patient(s) failed, listed in {out / 'failures.csv'}",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cohort and args.id is not None:
+        raise CohortError(
+            "--id names the patient of one set of files; with --cohort the ids come from cohort.csv"
+        )
+    if args.cohort and args.at:
+        raise CohortError("--at points into one patient's images; it cannot be used with --cohort")
+    if not args.cohort and not args.lesion_mask:
+        raise CohortError("give --lesion-mask and the images, or --cohort")
+    pid = ""
+    if not args.cohort:
+        pid = check_patient_id(
+            args.id if args.id is not None else default_patient_id(Path(args.lesion_mask)), "--id"
+        )
+    predictor = Predictor(
+        args.bundle,
+        device=args.device,
+        tta=args.tta,
+        chronic_threshold=args.chronic_threshold,
+        resample=args.resample,
+    )
+    what = "output folder (--out)"
+    check_replaceable(args.out, what)
+    if args.cohort:
+        return run_cohort(predictor, args.cohort, args.out, args.chronic_threshold)
+    images = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
+    r = predictor.predict_files(
+        pid, images, args.lesion_mask, anatomy=args.anatomy, air_mask=args.air_mask
+    )
+    folder = write_patient(r, claim_folder(args.out, "predictions", what))
+    s = r.summary
+    print(
+        f"{pid}: {s['rim_pos_count']} rim+ of {s['assessed']} assessed candidates (threshold "
+        f"{s['threshold']:.3f}); "
+        f"chronic active: {'yes' if s['chronic_active'] else 'no'}; outputs in {folder}"
+    )
+    if args.at:
+        lesion = lesion_at(r, args.at, mm=args.mm)
+        if lesion is None:
+            print(f"no candidate at {tuple(args.at)}")
+            return 1
+        print(
+            f"lesion {lesion['lesion_id']} at {tuple(args.at)}: probability {lesion['prob']:.3f} "
+            f"(spread {lesion['prob_std']:.3f}), {lesion['decision']}, {lesion['volume_mm3']:.1f} "
+            f"mm3"
+        )
+    return 0
+
+
+def default_patient_id(mask: Path) -> str:
+    """A patient id from the lesion mask's path: its BIDS ``sub-``/``ses-`` entities, else the name
+    of the folder that holds it (the file name, e.g. ``lesion_mask``, names no patient).
+
+    Example:
+        >>> default_patient_id(Path("sub-01/ses-2/anat/sub-01_ses-2_desc-lesion_mask.nii.gz"))
+        'sub-01_ses-2'
+        >>> default_patient_id(Path("/data/pat07/lesions.nii.gz"))
+        'pat07'
+    """
+    stem = mask.name.split(".")[0]
+    entities = [part for part in stem.split("_") if part.startswith(("sub-", "ses-"))]
+    if entities:
+        return "_".join(entities)
+    return mask.resolve().parent.name or stem
+
+
+def main(argv: list[str] | None = None, prog: str = "rimnet predict") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return run(args)
+    except RimnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m rimnet.predict"))

@@ -1,0 +1,145 @@
+"""``python -m rimnet.train experiment=phase_flair``: train and test one RimNet configuration.
+
+On first use the configured synthetic cohort is generated and preprocessed (cached afterwards).
+The run trains on the outer training set of ``fold`` minus inner fold ``inner_fold`` (validation),
+then tests the best checkpoint on the outer test fold and writes ``predictions.csv``. Run with
+``--help`` to see the config groups; the README lists common overrides.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from rimnet.config import CONFIG_DIR, normalise_overrides, register_resolvers
+from rimnet.errors import ConfigError, exit_on_error
+from rimnet.training.engine import RunSpec, write_predictions
+from rimnet.training.protocol import run_nested_job, run_nested_jobs
+from rimnet.training.run import check_fold_config, claim_run_folder, external_ids, prepare_data
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training run; returns the test metrics (empty when ``test=false``)."""
+    check_fold_config(cfg)
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} does not exist (resume from <run "
+            f"folder>/checkpoints/last.ckpt)"
+        )
+    out = claim_run_folder(cfg.run.dir)
+    OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
+    cache, splits = prepare_data(cfg)
+    test_sets = {"predictions": splits["outer"][cfg.fold]["test"]} if cfg.test else {}
+    if cfg.test and external_ids(cfg, cache):
+        test_sets["external_predictions"] = external_ids(cfg, cache)
+    inner = splits["inner"][cfg.fold][cfg.inner_fold]
+    spec = RunSpec(cfg, inner["train"], inner["val"], test_sets, resume=cfg.ckpt_path)
+    result = hydra.utils.instantiate(cfg.engine).run([spec], cache)[0]
+    for name, table in result.predictions.items():
+        write_predictions(out / f"{name}.csv", table)
+    if cfg.test:
+        m = result.metrics
+        print(
+            f"test AUROC {m.get('test/auroc', float('nan')):.3f}  AP "
+            f"{m.get('test/ap', float('nan')):.3f}  "
+            f"({len(result.predictions['predictions'])} lesions of outer fold {cfg.fold})"
+        )
+    print(f"run folder: {out}")
+    return result.metrics
+
+
+def protocol(cfg: DictConfig) -> str:
+    """``single``, ``nested`` or ``cv``; ``auto`` is nested inside a Hydra multirun (a sweep over
+    folds is the cross-validation) and single otherwise (one quick train/test run)."""
+    if cfg.protocol == "auto":
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        return "nested" if multirun else "single"
+    if cfg.protocol not in ("single", "nested", "cv"):
+        raise ConfigError(
+            f"protocol={cfg.protocol!r} is not allowed: choose auto, single, nested or cv"
+        )
+    return str(cfg.protocol)
+
+
+def fold_configs(cfg: DictConfig) -> list[DictConfig]:
+    """``protocol=cv``: the nested job of every outer fold, each in the folder a sweep over folds
+    would give it (``<paths.sweep_dir>/<experiment>/fold<k>``), so either way skips the other's
+    finished jobs."""
+    cfgs = []
+    for k in range(cfg.data.outer_folds):
+        fold_cfg = cfg.copy()
+        with open_dict(fold_cfg):
+            fold_cfg.fold = k
+            fold_cfg.paths.output_dir = str(
+                Path(cfg.paths.sweep_dir) / str(cfg.experiment_name) / f"fold{k}"
+            )
+        cfgs.append(fold_cfg)
+    return cfgs
+
+
+# Launcher plugins are extras: hydra/launcher=<name> -> (plugin module, extra that installs it).
+LAUNCHERS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+}
+
+
+def missing_launcher(overrides: list[str]) -> str | None:
+    """The error for a ``hydra/launcher=`` whose plugin is not installed, else None."""
+    for override in overrides:
+        key, _, name = override.lstrip("+").partition("=")
+        if key == "hydra/launcher" and name in LAUNCHERS:
+            module, extra = LAUNCHERS[name]
+            if not _importable(module):
+                return (
+                    f"hydra/launcher={name} needs its Hydra plugin, which is not installed: "
+                    f"pip install 'rimnet[{extra}]'"
+                )
+    return None
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # no hydra_plugins namespace at all
+        return False
+
+
+register_resolvers()
+
+
+def main() -> None:
+    """``python -m rimnet.train`` / ``rimnet train``: accepts ``experiment=`` and
+    ``+experiment=``, and names a missing launcher extra (exit 2) before Hydra starts."""
+    overrides = normalise_overrides(sys.argv[1:])
+    problem = missing_launcher(overrides)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *overrides]
+    hydra_main()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@exit_on_error
+def hydra_main(cfg: DictConfig) -> float | None:
+    kind = protocol(cfg)
+    if kind == "cv":
+        jobs = run_nested_jobs(fold_configs(cfg))
+        return float(np.mean([j.get("test_metrics", {}).get("test/auroc", np.nan) for j in jobs]))
+    if kind == "nested":
+        return run_nested_job(cfg).get("test_metrics", {}).get("test/auroc")
+    return train(cfg).get("test/auroc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Building blocks of a training job, shared by the single run and the nested-CV protocol."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
+from rimnet.data.splits import load_or_make_splits
+from rimnet.errors import ConfigError, UnsafeFileError
+from rimnet.io import claim_folder, file_lock, fingerprint, lock_for, safe_load
+from rimnet.synth.cohort import generate_cohort
+
+ENGINE_KEY = "packed_engine"  # the checkpoint entry the packed engine resumes from
+
+
+def run_seed(seed: int, experiment: str, fold: int | str, stage: str) -> int:
+    """The seed of one run: the config's ``seed`` mixed with the run's identity.
+
+    Two runs of the same job draw the same numbers; different runs of a sweep draw different ones.
+
+    Example:
+        >>> run_seed(42, "phase_flair", 0, "inner1") == run_seed(42, "phase_flair", 0, "inner1")
+        True
+    """
+    return int(fingerprint([int(seed), str(experiment), str(fold), str(stage)])[:8], 16) % (
+        2**31 - 1
+    )
+
+
+def claim_run_folder(path: str | Path) -> Path:
+    """Create and mark a run folder; what Hydra wrote there just before (config, log) is allowed."""
+    from hydra.core.hydra_config import HydraConfig
+
+    ignore: frozenset[str] = frozenset()
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        ignore = frozenset({str(hc.output_subdir or ".hydra"), f"{hc.job.name}.log"})
+    return claim_folder(path, "training-run", "run folder", ignore)
+
+
+def check_fold_config(cfg: DictConfig) -> None:
+    """``fold`` and ``inner_fold`` must name existing folds (a clear error, not an IndexError)."""
+    checks = (("fold", "outer_folds"), ("inner_fold", "inner_folds"))
+    for key, folds_key in checks:
+        value, n = cfg[key], cfg.data[folds_key]
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:
+            raise ConfigError(
+                f"{key}={value!r} is out of range: with data.{folds_key}={n} "
+                f"it must be an integer from 0 to {n - 1}"
+            )
+
+
+def resume_checkpoint(run_dir: str | Path) -> str | None:
+    """``<run_dir>/checkpoints/last.ckpt`` if it exists and loads safely, else None.
+
+    A checkpoint cut short by a kill is set aside as ``last.ckpt.damaged`` (the run then starts
+    again from its seed, which gives the same result as a run that never stopped).
+    """
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    try:
+        safe_load(last, "checkpoint")
+    except UnsafeFileError as exc:
+        warnings.warn(f"{exc}; starting the run {run_dir} again from its seed", stacklevel=2)
+        last.replace(last.with_name("last.ckpt.damaged"))
+        return None
+    return str(last)
+
+
+def lightning_resumable(path: str | Path | None) -> str | None:
+    """``path`` if Lightning can resume from it; a checkpoint of the packed engine holds no loop
+    state, so the sequential engine starts that run again from its seed (the same result)."""
+    if path is None or ENGINE_KEY not in safe_load(path, "checkpoint"):
+        return None if path is None else str(path)
+    warnings.warn(
+        f"{path} was written by the packed engine; engine=sequential starts this run again from "
+        "its seed (the same result)",
+        stacklevel=2,
+    )
+    return None
+
+
+def prepare_data(cfg: DictConfig) -> tuple[PatchCache, dict]:
+    """The cache and the nested splits of a job.
+
+    Generates the synthetic cohort if the data config asks for one, builds or reuses the cache, and
+    reads or writes the splits file. With ``train_sites`` set (the inter-center study), the splits
+    cover only those sites' patients and live in a file of their own. A file lock makes parallel
+    sweep jobs wait for the first one to build all this.
+    """
+    cohort = Path(cfg.data.cohort)
+    if cfg.data.synthetic:
+        with file_lock(lock_for(cohort.parent)):
+            cohort = generate_cohort(cohort.parent, cfg.data.scale, seed=cfg.data.synth_seed)
+    cache = build_cache(
+        cohort, cfg.data.cache_dir, PreprocessConfig.from_config(cfg.data.preprocess)
+    )
+    patients, splits_file = cache.patients, Path(cfg.data.splits_file)
+    if cfg.get("train_sites"):
+        patients = patients[patients["site"].isin(list(cfg.train_sites))]
+        splits_file = splits_file.with_name(
+            f"{splits_file.stem}-{'-'.join(cfg.train_sites)}{splits_file.suffix}"
+        )
+    with file_lock(lock_for(splits_file)):
+        splits = load_or_make_splits(
+            splits_file,
+            patients,
+            cache.lesions,
+            cfg.data.outer_folds,
+            cfg.data.inner_folds,
+            cfg.data.split_seed,
+        )
+    return cache, splits
+
+
+def external_ids(cfg: DictConfig, cache: PatchCache) -> list[str]:
+    """Patients of ``external_sites`` (the inter-center study's test centre), else none."""
+    sites = list(cfg.get("external_sites") or [])
+    return cache.patients.loc[cache.patients["site"].isin(sites), "patient_id"].tolist()
+
+
+def stage_config(
+    cfg: DictConfig, kind: str, stage: str, run_dir: str | Path, **values: object
+) -> DictConfig:
+    """The config of one run of a nested job: the job's config, the overlay ``stages.<kind>``, the
+    run's folder and stage name, and ``values`` (e.g. ``schedule={"fixed_epochs": [6, 3, 3, 3]}``).
+
+    Example:
+        >>> inner = stage_config(cfg, "inner", "inner1", job_dir / "inner1")  # doctest: +SKIP
+    """
+    run = {"run": {"stage": stage, "dir": str(run_dir)}}
+    base = cfg.copy()
+    OmegaConf.set_struct(base, False)  # an overlay may add keys (e.g. trainer.limit_val_batches)
+    merged = OmegaConf.merge(base, cfg.stages.get(kind) or {}, run, values)
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """What the loggers record about a run: the whole resolved config (data scale, seed, widths,
+    modalities, schedule, ...), less Hydra's own settings."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    return plain
+
+
+def finish_wandb() -> None:
+    """Close the W&B run if one is open (also after a failure)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

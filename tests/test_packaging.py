@@ -1,0 +1,97 @@
+"""A built wheel carries the configs and runs every stage outside the source tree; the console
+script dispatches every stage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> dict[str, str]:
+    """The wheel built from this checkout, installed (without dependencies) into a folder that
+    comes first on PYTHONPATH; returns the environment that runs it."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    build = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation"]
+    subprocess.run([*build, "-w", str(tmp / "dist"), "-q"], check=True, cwd=tmp)
+    (wheel,) = (tmp / "dist").glob("rimnet-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for shipped in ("rimnet/conf/train.yaml", "rimnet/conf/experiment/phase_flair.yaml",
+                    "rimnet/conf/engine/packed.yaml", "rimnet/conf/trainer/gpu.yaml"):  # fmt: skip
+        assert shipped in names, shipped
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    site = tmp / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), wheel],
+        check=True,
+    )
+    return {**os.environ, "PYTHONPATH": str(site), "RIMNET_ROOT": str(tmp / "work"),
+            "WANDB_MODE": "offline"}  # fmt: skip
+
+
+def _run(env: dict, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def test_wheel_trains_outside_the_source_tree(installed, tmp_path):
+    """From a folder outside the checkout, the installed package finds its configs inside itself
+    and trains (synthesis, preprocessing and a fast_dev_run of the smoke cohort)."""
+    where = _run(installed, "-c", "import rimnet.config as c; print(c.CONFIG_DIR)", cwd=tmp_path)
+    assert where.stdout.strip().endswith(os.path.join("site", "rimnet", "conf"))
+    help_ = _run(installed, "-m", "rimnet.train", "--help", cwd=tmp_path).stdout
+    assert "phase_flair" in help_ and "engine" in help_
+    _run(installed, "-m", "rimnet.train", "experiment=flair", "data=smoke", "logger=csv",
+         "+trainer.fast_dev_run=true", cwd=tmp_path)  # fmt: skip
+    assert list((tmp_path.parent / "work").glob("**/patches.bin")) or list(
+        Path(installed["RIMNET_ROOT"]).glob("data/cache/smoke/patches.bin")
+    )
+
+
+def test_console_script_dispatches_every_stage(tmp_path):
+    from rimnet.cli import COMMANDS
+
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    cli = [sys.executable, "-m", "rimnet.cli"]
+    top = subprocess.run([*cli, "--help"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert top.returncode == 0 and all(c in top.stdout for c in COMMANDS)
+    version = subprocess.run([*cli, "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert version.stdout.startswith("rimnet 0.")
+    for stage in COMMANDS:
+        out = subprocess.run(
+            [*cli, stage, "--help"], env=env, capture_output=True, text=True, cwd=tmp_path
+        )
+        assert out.returncode == 0, (stage, out.stderr[-2000:])
+        assert f"rimnet {stage}" in out.stdout or "usage: rimnet" in out.stdout, stage
+    bad = subprocess.run([*cli, "trian"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown command 'trian'" in bad.stderr
+    assert not list(tmp_path.iterdir())  # --help writes nothing
+
+
+def test_experiment_with_or_without_plus(tmp_path):
+    from helpers import compose_train
+
+    for spelling in ("experiment=flair", "+experiment=flair"):
+        cfg = compose_train([spelling], tmp_path, tmp_path / "out")
+        assert cfg.experiment_name == "flair" and list(cfg.modalities) == ["flair"]
+
+
+def test_missing_launcher_extra_is_named(monkeypatch):
+    import importlib.util
+
+    from rimnet import train
+
+    assert train.missing_launcher(["hydra/launcher=joblib", "fold=0"]) is None  # dev installs it
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    message = train.missing_launcher(["hydra/launcher=submitit_slurm"])
+    assert "pip install 'rimnet[slurm]'" in message
