@@ -20,12 +20,12 @@ from rimnet.config import CONFIG_DIR, normalise_overrides, register_resolvers
 from rimnet.errors import ConfigError, exit_on_error
 from rimnet.training.engine import RunSpec, write_predictions
 from rimnet.training.protocol import run_nested_job, run_nested_jobs
-from rimnet.training.run import check_fold_config, claim_run_folder, external_ids, prepare_data
+from rimnet.training.run import check_config, claim_run_folder, external_ids, prepare_data
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training run; returns the test metrics (empty when ``test=false``)."""
-    check_fold_config(cfg)
+    check_config(cfg)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} does not exist (resume from <run "

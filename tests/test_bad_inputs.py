@@ -451,6 +451,26 @@ CASES: dict[str, tuple[str, Callable[[World], list[str]], list[str]]] = {
     # --- train
     # ---------------------------------------------------------------------------------------
     "fold out of range": ("train", lambda w: ["fold=7", "logger=csv"], ["fold=7", "0 to 3"]),
+    "unknown modality": (
+        "train",
+        lambda w: ["modalities=[phase,swi]", "logger=csv"],
+        ["modalities=['phase', 'swi']", "one or two"],
+    ),
+    "batch size 0": (
+        "train",
+        lambda w: ["data.loader.batch_size=0", "logger=csv"],
+        ["data.loader.batch_size=0", ">= 1"],
+    ),
+    "negative learning rate": (
+        "train",
+        lambda w: ["schedule.rates=[0.001,-1]", "logger=csv"],
+        ["schedule.rates=[0.001, -1]", "positive"],
+    ),
+    "one class weight": (
+        "train",
+        lambda w: ["class_weights=[2]", "logger=csv"],
+        ["class_weights=[2]", "two positive weights"],
+    ),
     "inner fold out of range": (
         "train",
         lambda w: ["inner_fold=3", "logger=csv"],

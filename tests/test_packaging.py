@@ -23,9 +23,9 @@ def installed(tmp_path_factory) -> dict[str, str]:
     subprocess.run([*build, "-w", str(tmp / "dist"), "-q"], check=True, cwd=tmp)
     (wheel,) = (tmp / "dist").glob("rimnet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for shipped in ("rimnet/conf/train.yaml", "rimnet/conf/experiment/phase_flair.yaml",
-                    "rimnet/conf/engine/packed.yaml", "rimnet/conf/trainer/gpu.yaml"):  # fmt: skip
-        assert shipped in names, shipped
+    configs = sorted(p.relative_to(REPO / "conf") for p in (REPO / "conf").rglob("*.yaml"))
+    missing = [str(c) for c in configs if f"rimnet/conf/{c.as_posix()}" not in names]
+    assert not missing, f"configs not in the wheel (list their folder in pyproject.toml): {missing}"
     assert any(n.endswith("licenses/LICENSE") for n in names)
     site = tmp / "site"
     subprocess.run(

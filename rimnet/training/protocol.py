@@ -35,7 +35,7 @@ from rimnet.errors import ConfigError
 from rimnet.io import atomic_path, claim_folder, fingerprint, write_json
 from rimnet.training.engine import RunSpec, write_predictions
 from rimnet.training.run import (
-    check_fold_config,
+    check_config,
     claim_run_folder,
     external_ids,
     prepare_data,
@@ -168,7 +168,7 @@ def run_nested_jobs(cfgs: list[DictConfig]) -> list[dict]:
     records: dict[int, dict] = {}
     jobs: dict[int, _Job] = {}
     for n, cfg in enumerate(cfgs):
-        check_fold_config(cfg)
+        check_config(cfg)
         out = claim_run_folder(cfg.paths.output_dir)
         job_hash = job_fingerprint(cfg)
         finished = _start_job(cfg, out, job_hash)

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
+from rimnet.data.contract import MODALITIES
 from rimnet.data.splits import load_or_make_splits
 from rimnet.errors import ConfigError, UnsafeFileError
 from rimnet.io import claim_folder, file_lock, fingerprint, lock_for, safe_load
@@ -39,6 +40,60 @@ def claim_run_folder(path: str | Path) -> Path:
         hc = HydraConfig.get()
         ignore = frozenset({str(hc.output_subdir or ".hydra"), f"{hc.job.name}.log"})
     return claim_folder(path, "training-run", "run folder", ignore)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The values a training job relies on, checked before any work with an error that names
+    the key, the value and what is allowed (types and ranges; the folds by
+    :func:`check_fold_config`)."""
+    problems = []
+    mods = list(cfg.modalities)
+    if not 1 <= len(mods) <= 2 or len(set(mods)) != len(mods) or set(mods) - set(MODALITIES):
+        problems.append(
+            f"modalities={mods} must be one or two different names of {list(MODALITIES)}"
+        )
+    rates = list(cfg.schedule.rates)
+    if not rates or not all(isinstance(r, (int, float)) and r > 0 for r in rates):
+        problems.append(f"schedule.rates={rates} must be a non-empty list of positive rates")
+    if not _is_int(cfg.schedule.patience) or cfg.schedule.patience < 1:
+        problems.append(f"schedule.patience={cfg.schedule.patience!r} must be an integer >= 1")
+    fixed = cfg.schedule.get("fixed_epochs")
+    if fixed is not None and (
+        len(fixed) != len(rates) or not all(_is_int(e) and e >= 0 for e in fixed)
+    ):
+        problems.append(
+            f"schedule.fixed_epochs={list(fixed)} must give a whole number of epochs >= 0 for "
+            f"each of the {len(rates)} rates"
+        )
+    batch = cfg.data.loader.get("batch_size")
+    if not _is_int(batch) or batch < 1:
+        problems.append(f"data.loader.batch_size={batch!r} must be an integer >= 1")
+    epochs = cfg.trainer.get("max_epochs")
+    if epochs is not None and (not _is_int(epochs) or (epochs < 1 and epochs != -1)):
+        problems.append(f"trainer.max_epochs={epochs!r} must be an integer >= 1 (or -1: no cap)")
+    weights = cfg.get("class_weights")
+    if weights not in (None, "balanced") and not (
+        not isinstance(weights, str)
+        and len(weights) == 2
+        and all(isinstance(w, (int, float)) and w > 0 for w in weights)
+    ):
+        problems.append(
+            f"class_weights={weights!r} must be null, balanced or two positive weights "
+            "[w_rim-, w_rim+]"
+        )
+    for key, least in (("outer_folds", 2), ("inner_folds", 1)):
+        n = cfg.data[key]
+        if not _is_int(n) or n < least:
+            problems.append(f"data.{key}={n!r} must be an integer >= {least}")
+    if not _is_int(cfg.seed):
+        problems.append(f"seed={cfg.seed!r} must be an integer")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    check_fold_config(cfg)
 
 
 def check_fold_config(cfg: DictConfig) -> None:
