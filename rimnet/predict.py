@@ -50,7 +50,8 @@ def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
         "--id",
         default=None,
         help="patient id for one patient (default: the BIDS sub-/ses- entities of the lesion "
-        "mask's name, else the name of its folder)",
+        "mask's name, else its name without .nii.gz and role words such as lesion/mask, else "
+        "its folder's name)",
     )
     src.add_argument("--cohort", help="cohort.csv (data contract) for many patients")
     ap.add_argument("--out", required=True, help="output folder (one sub-folder per patient)")
@@ -155,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         pid = check_patient_id(
             args.id if args.id is not None else default_patient_id(Path(args.lesion_mask)), "--id"
         )
+        if args.id is None:
+            print(f"patient id: {pid} (from {args.lesion_mask}; --id sets another)")
     predictor = Predictor(
         args.bundle,
         device=args.device,
@@ -190,21 +193,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Words that name a file's role, not its patient (dropped from the default patient id).
+ROLE_WORDS = {
+    *("lesion", "lesions", "mask", "masks", "seg", "segmentation", "label", "labels"),
+    *("desc-lesion", "lesion-mask", "t2star", "phase", "flair", "mag", "magnitude"),
+}
+
+
 def default_patient_id(mask: Path) -> str:
-    """A patient id from the lesion mask's path: its BIDS ``sub-``/``ses-`` entities, else the name
-    of the folder that holds it (the file name, e.g. ``lesion_mask``, names no patient).
+    """A patient id from the lesion mask's path: its BIDS ``sub-``/``ses-`` entities; else the
+    file name without ``.nii.gz`` and role words (``lesion``, ``mask``, ...); else, when nothing is
+    left, the name of the folder that holds it.
 
     Example:
         >>> default_patient_id(Path("sub-01/ses-2/anat/sub-01_ses-2_desc-lesion_mask.nii.gz"))
         'sub-01_ses-2'
+        >>> default_patient_id(Path("/data/pat07_lesion_mask.nii.gz"))
+        'pat07'
         >>> default_patient_id(Path("/data/pat07/lesions.nii.gz"))
         'pat07'
     """
     stem = mask.name.split(".")[0]
-    entities = [part for part in stem.split("_") if part.startswith(("sub-", "ses-"))]
+    parts = stem.split("_")
+    entities = [part for part in parts if part.startswith(("sub-", "ses-"))]
     if entities:
         return "_".join(entities)
-    return mask.resolve().parent.name or stem
+    kept = [part for part in parts if part.lower() not in ROLE_WORDS]
+    return "_".join(kept) or mask.resolve().parent.name or stem
 
 
 def main(argv: list[str] | None = None, prog: str = "rimnet predict") -> int:

@@ -107,6 +107,27 @@ def missing_launcher(overrides: list[str]) -> str | None:
     return None
 
 
+def unknown_choice(overrides: list[str]) -> str | None:
+    """The error for a config-group choice that does not exist (``experiment=typo``,
+    ``engine=fast``, ``hydra/launcher=x``), else None; comma lists of ``-m`` sweeps are checked
+    item by item."""
+    conf = Path(CONFIG_DIR)
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or "(" in value:  # no value, or a sweep function such as choice(...)
+            continue
+        if key == "hydra/launcher":
+            choices = ["basic", *LAUNCHERS]
+        elif (conf / key).is_dir():
+            choices = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+        else:
+            continue
+        for choice in (v.strip() for v in value.strip("[]").split(",")):
+            if choice and choice != "null" and choice not in choices:
+                return f"{key}={choice} is not a choice: one of {', '.join(choices)}"
+    return None
+
+
 def _importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -119,9 +140,10 @@ register_resolvers()
 
 def main() -> None:
     """``python -m rimnet.train`` / ``rimnet train``: accepts ``experiment=`` and
-    ``+experiment=``, and names a missing launcher extra (exit 2) before Hydra starts."""
+    ``+experiment=``; an unknown choice or a missing launcher extra is an ``error:`` line and
+    exit 2 before Hydra starts."""
     overrides = normalise_overrides(sys.argv[1:])
-    problem = missing_launcher(overrides)
+    problem = unknown_choice(overrides) or missing_launcher(overrides)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -451,6 +451,31 @@ CASES: dict[str, tuple[str, Callable[[World], list[str]], list[str]]] = {
     # --- train
     # ---------------------------------------------------------------------------------------
     "fold out of range": ("train", lambda w: ["fold=7", "logger=csv"], ["fold=7", "0 to 3"]),
+    "unknown experiment": (
+        "train",
+        lambda w: ["experiment=phase_flar", "logger=csv"],
+        ["experiment=phase_flar is not a choice", "phase_flair"],
+    ),
+    "unknown engine in a sweep": (
+        "train",
+        lambda w: ["engine=sequential,fast", "logger=csv"],
+        ["engine=fast is not a choice", "packed"],
+    ),
+    "unknown launcher": (
+        "train",
+        lambda w: ["hydra/launcher=ray", "logger=csv"],
+        ["hydra/launcher=ray", "joblib"],
+    ),
+    "widths of the wrong length": (
+        "train",
+        lambda w: ["model.net.widths=[8,16]", "logger=csv"],
+        ["model.net.widths=[8, 16]", "three"],
+    ),
+    "negative epochs": (
+        "train",
+        lambda w: ["trainer.max_epochs=-3", "logger=csv"],
+        ["trainer.max_epochs=-3", ">= 1"],
+    ),
     "unknown modality": (
         "train",
         lambda w: ["modalities=[phase,swi]", "logger=csv"],

@@ -56,6 +56,12 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(
             f"modalities={mods} must be one or two different names of {list(MODALITIES)}"
         )
+    net = cfg.model.get("net") or {}
+    widths, fc = list(net.get("widths", [1, 1, 1])), list(net.get("fc", []))
+    if len(widths) != 3 or not all(_is_int(w) and w >= 1 for w in widths):
+        problems.append(f"model.net.widths={widths} must be three channel counts >= 1")
+    if not all(_is_int(h) and h >= 1 for h in fc):
+        problems.append(f"model.net.fc={fc} must be hidden sizes >= 1")
     rates = list(cfg.schedule.rates)
     if not rates or not all(isinstance(r, (int, float)) and r > 0 for r in rates):
         problems.append(f"schedule.rates={rates} must be a non-empty list of positive rates")
