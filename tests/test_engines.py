@@ -1,8 +1,13 @@
 """The packed engine trains runs together and gives what the sequential engine gives alone:
-member-wise Adam, pack rebuilds, smaller last batches, checkpoints and resume."""
+member-wise Adam, pack rebuilds, smaller last batches, checkpoints and resume.
+
+``RIMNET_TEST_TRAINER=gpu`` runs the engine comparisons on CUDA, in float64 so that they stay
+exact (``benchmarks/gpu_check.sh`` does).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,8 @@ OVERRIDES = [
     "trainer.max_epochs=2",
     "~callbacks.progress_bar",
 ]
+if os.environ.get("RIMNET_TEST_TRAINER") == "gpu":
+    OVERRIDES += ["trainer=gpu", "trainer.precision=64-true"]
 
 
 def test_member_adam_equals_one_adam_per_member():
