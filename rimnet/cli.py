@@ -1,6 +1,6 @@
 """The ``rimnet`` console script: ``rimnet <stage> ...`` for every stage, ``rimnet --version``.
 
-``synth``, ``preprocess``, ``train`` and ``evaluate`` are Hydra applications (the same as
+``prepare``, ``synth``, ``preprocess``, ``train`` and ``evaluate`` are Hydra applications (as
 ``python -m rimnet.<stage>``: key=value overrides, ``--help``, ``-m`` sweeps); ``export`` and
 ``predict`` take plain options.
 """
@@ -47,6 +47,7 @@ def export_main(argv: list[str]) -> int:
 
 # Hydra stages: the module whose ``main`` runs the stage (its --help is Hydra's, with examples).
 HYDRA_STAGES = {
+    "prepare": ("rimnet.prepare.__main__", "scanner images in BIDS -> cohort.csv (§2.2)"),
     "synth": ("rimnet.synth.__main__", "generate a synthetic cohort (dipole-model phantoms)"),
     "preprocess": ("rimnet.preprocess", "cohort.csv -> candidates -> patch cache"),
     "train": ("rimnet.train", "train RimNet: single runs, nested CV jobs, the inter-center study"),

@@ -41,7 +41,15 @@ def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
         src.add_argument(f"--{m}", help=f"{m} image (needed if the bundle uses {m})")
     src.add_argument("--lesion-mask", help="automated lesion segmentation (binary or labels)")
     src.add_argument(
-        "--anatomy", help="optional anatomy label map (README codes) for the location column"
+        "--anatomy",
+        help="optional anatomy label map for the location column: the framework's codes (README) "
+        "or a FreeSurfer aseg/aparc+aseg in NIfTI, told apart by their labels",
+    )
+    src.add_argument(
+        "--anatomy-format",
+        choices=["auto", "rimnet", "aseg"],
+        default="auto",
+        help="how to read --anatomy (default auto: FreeSurfer labels are recognised and mapped)",
     )
     src.add_argument(
         "--air-mask", help="optional mask of air artefacts (candidates touching it are excluded)"
@@ -164,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         chronic_threshold=args.chronic_threshold,
         resample=args.resample,
+        anatomy_format=args.anatomy_format,
     )
     what = "output folder (--out)"
     check_replaceable(args.out, what)

@@ -281,3 +281,31 @@ def test_predict_resample_puts_another_grid_onto_the_phase_grid(trained, tmp_pat
     assert cli_main([*args, "--out", str(tmp_path / "b"), "--resample"]) == 0
     lesions = pd.read_csv(tmp_path / "b" / "p1" / "lesions.csv", keep_default_na=False)
     assert len(lesions) > 0 and lesions.prob.between(0, 1).all()
+
+
+def test_predict_reads_a_freesurfer_aseg_as_anatomy(trained, tmp_path, capsys):
+    """The README's ``--anatomy aseg.nii.gz``: FreeSurfer labels are recognised and mapped, so
+    the location column equals the one from the hand-mapped framework codes; a map that is
+    neither is an error (exit 2) instead of a silent misread."""
+    from rimnet.data.anatomy import rimnet_to_aseg
+
+    row = trained["patient"]
+    ref = nib.load(row.anatomy)
+    codes = np.asarray(ref.dataobj)
+    right = np.indices(codes.shape)[0] >= codes.shape[0] // 2
+    nib.save(nib.Nifti1Image(rimnet_to_aseg(codes, right), ref.affine), tmp_path / "aseg.nii.gz")
+    nib.save(nib.Nifti1Image((codes * 9).astype(np.int16), ref.affine), tmp_path / "odd.nii.gz")
+    base = ["predict", "--bundle", str(trained["bundle"]), "--phase", row.phase]
+    base += ["--flair", row.flair, "--lesion-mask", row.lesion_mask, "--device", "cpu"]
+    locations = {}
+    for name, anatomy in (("codes", row.anatomy), ("aseg", str(tmp_path / "aseg.nii.gz"))):
+        args = [*base, "--anatomy", anatomy, "--out", str(tmp_path / name), "--id", "p"]
+        assert cli_main(args) == 0
+        les = pd.read_csv(tmp_path / name / "p" / "lesions.csv", keep_default_na=False)
+        locations[name] = les.location.tolist()
+    assert locations["aseg"] == locations["codes"] and len(set(locations["codes"])) > 1
+    capsys.readouterr()
+    args = [*base, "--anatomy", str(tmp_path / "odd.nii.gz"), "--out", str(tmp_path / "odd")]
+    assert cli_main([*args, "--id", "p"]) == 2
+    err = capsys.readouterr().err
+    assert "odd.nii.gz" in err and "neither" in err

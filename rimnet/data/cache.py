@@ -70,6 +70,7 @@ class PreprocessConfig:
     resample: bool = False
     sites: list[str] | None = None
     rim_outside_lesion: str = "error"
+    anatomy_format: str = "auto"
     n_jobs: int | None = 1  # processes over patients; None: one per 2 cores (same output)
     rules: CandidateRules = field(default_factory=CandidateRules)
 
@@ -225,7 +226,7 @@ def _write_patches(
     jobs = [(cohort_row, cfg) for _, cohort_row in cohort.iterrows()]
     with open(path, "wb") as fh, _torch_threads(PATIENT_THREADS):
         bar = tqdm(total=len(jobs), desc="preprocess", unit="patient", disable=not progress)
-        for patient, patient_rows, data in _ordered_map(_process_patient, jobs, cfg.workers()):
+        for patient, patient_rows, data in ordered_map(_process_patient, jobs, cfg.workers()):
             fh.write(data)
             patients.append(patient)
             rows += patient_rows
@@ -248,7 +249,7 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _ordered_map(fn: Any, jobs: list, n_jobs: int) -> Iterator:
+def ordered_map(fn: Any, jobs: list, n_jobs: int) -> Iterator:
     """``map(fn, jobs)`` in order, over ``n_jobs`` processes, with at most 2 × n_jobs results
     waiting (a patient's patches can be ~100 MB)."""
     if n_jobs <= 1 or len(jobs) <= 1:
@@ -298,7 +299,7 @@ def _patient_candidates(
     cohort_row: pd.Series, cfg: PreprocessConfig
 ) -> tuple[PatientVolumes, pd.DataFrame]:
     """Load and check one patient, and extract its candidates (§2.3-2.4)."""
-    vol = load_patient(cohort_row, cfg.modalities, resample=cfg.resample)
+    vol = load_patient(cohort_row, cfg.modalities, cfg.resample, cfg.anatomy_format)
     masks = {m: vol.masks.get(m) for m in MASKS if m != "lesion_mask"}
     table, _ = extract_candidates(vol.masks["lesion_mask"], vol.affine, cfg.rules, **masks)
     check_rim_annotation(vol, table, cfg.rim_outside_lesion, cohort_row.get("rim_mask", ""))

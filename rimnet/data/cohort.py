@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from rimnet.data.anatomy import AnatomyError, to_rimnet_codes
 from rimnet.data.contract import LABEL_TOLERANCE, MASKS, MODALITIES, REQUIRED
 from rimnet.errors import RimnetError
 
@@ -192,9 +193,20 @@ def check_labels(pid: str, column: str, path: str, arr: np.ndarray) -> np.ndarra
 
 
 def load_patient(
-    row: pd.Series, modalities: tuple[str, ...] | list[str] = MODALITIES, resample: bool = False
+    row: pd.Series,
+    modalities: tuple[str, ...] | list[str] = MODALITIES,
+    resample: bool = False,
+    anatomy_format: str = "auto",
 ) -> PatientVolumes:
-    """Load and check one patient's volumes (first modality is the reference grid)."""
+    """Load and check one patient's volumes (first modality is the reference grid).
+
+    Args:
+        row: one row of :func:`read_cohort`.
+        modalities: the image columns to load, the first being the reference grid.
+        resample: resample images and masks on another grid onto the reference (else an error).
+        anatomy_format: ``auto`` | ``rimnet`` | ``aseg`` (FreeSurfer labels are mapped to the
+            framework's codes, :mod:`rimnet.data.anatomy`).
+    """
     pid = check_patient_id(row["patient_id"])
     for col in ("lesion_mask", *modalities):
         if not str(row.get(col, "") or ""):
@@ -225,6 +237,12 @@ def load_patient(
             images[col] = arr
         else:
             masks[col] = check_labels(pid, col, row[col], arr)
+    if "anatomy" in masks:
+        where = f"patient {pid}: anatomy file {row['anatomy']}"
+        try:
+            masks["anatomy"] = to_rimnet_codes(masks["anatomy"], anatomy_format, where)
+        except AnatomyError as exc:
+            raise CohortError(str(exc)) from None
     header = nib.Nifti1Header.from_header(ref.header)
     return PatientVolumes(
         pid, str(row["site"]), str(row.get("scanner", "")), ref.affine.copy(), images, masks, header

@@ -82,6 +82,9 @@ class Predictor:
         tta: also average over flips along X, Y and Z (test-time augmentation).
         chronic_threshold: rim+ lesions from which a patient counts as chronic active (4 in the
         paper).
+        batch_size: patches per forward pass.
+        resample: resample images and masks off the first modality's grid onto it.
+        anatomy_format: ``auto`` | ``rimnet`` | ``aseg`` (:mod:`rimnet.data.anatomy`).
 
     Example:
         >>> p = Predictor("bundle.pt")  # doctest: +SKIP
@@ -99,12 +102,13 @@ class Predictor:
         chronic_threshold: int = 4,
         batch_size: int = 64,
         resample: bool = False,
+        anatomy_format: str = "auto",
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.device = torch.device(device)
         self.nets = self.bundle.networks(self.device)
         self.tta, self.chronic_threshold, self.batch_size = tta, chronic_threshold, batch_size
-        self.resample = resample
+        self.resample, self.anatomy_format = resample, anatomy_format
 
     def check_modalities(self, given: Sequence[str], where: str) -> None:
         missing = [m for m in self.bundle.modalities if m not in given]
@@ -187,7 +191,7 @@ class Predictor:
 
     def predict_row(self, row: pd.Series) -> PatientResult:
         t0 = time.perf_counter()
-        vol = load_patient(row, self.bundle.modalities, resample=self.resample)
+        vol = load_patient(row, self.bundle.modalities, self.resample, self.anatomy_format)
         load_s = time.perf_counter() - t0
         result = self.predict_volumes(vol)
         result.timings = {"load": load_s, **result.timings}

@@ -1,4 +1,5 @@
-"""``python -m rimnet.synth scale=<smoke|default|paper> out=<dir>``: write a synthetic cohort.
+"""``python -m rimnet.synth scale=<smoke|default|paper> out=<dir> [format=bids]``: write a synthetic
+cohort (the data contract), or the same patients as a BIDS dataset for ``rimnet prepare``.
 
 Writes ``<out>/cohort.csv`` (the data contract), one folder of NIfTI files per patient and
 ``truth.csv`` (the generator's per-lesion truth: rim strength, coverage, vein artefacts).
@@ -17,8 +18,11 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="synth")
 @exit_on_error
 def main(cfg: DictConfig) -> None:
-    csv = generate_cohort(cfg.out, cfg.scale, seed=cfg.seed, force=cfg.force, progress=cfg.progress)
-    print(f"cohort written: {csv}")
+    path = generate_cohort(
+        cfg.out, cfg.scale, cfg.seed, cfg.force, cfg.progress, fmt=cfg.get("format", "cohort")
+    )
+    what = "BIDS dataset" if cfg.get("format") == "bids" else "cohort"
+    print(f"{what} written: {path}")
 
 
 if __name__ == "__main__":

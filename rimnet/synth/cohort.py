@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from rimnet.data.contract import MASKS, MODALITIES
 from rimnet.errors import ConfigError
 from rimnet.io import atomic_dir, atomic_path, claim_folder, fingerprint, write_json
+from rimnet.synth.bids import PIPELINE, head_motion, write_bids_subject, write_dataset_files
 from rimnet.synth.phantom import SITES, make_patient
 
 SYNTH_VERSION = 3
@@ -48,9 +49,16 @@ def affine_for(shape: tuple[int, ...], voxel_mm: float) -> np.ndarray:
 
 
 def generate_cohort(
-    out: str | Path, scale: str = "smoke", seed: int = 0, force: bool = False, progress: bool = True
+    out: str | Path,
+    scale: str = "smoke",
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+    fmt: str = "cohort",
 ) -> Path:
-    """Generate a cohort into ``out`` and return the path of its ``cohort.csv``.
+    """Generate a cohort into ``out`` and return the path of its ``cohort.csv`` (``fmt="cohort"``,
+    the data contract) or of the BIDS root (``fmt="bids"``: :mod:`rimnet.synth.bids`, the input
+    of ``rimnet prepare``; the same patients for the same seed).
 
     A cohort already generated there with the same scale, seed and generator version is reused.
     Each patient folder and the CSV are written atomically, so an interrupted run leaves no
@@ -62,15 +70,20 @@ def generate_cohort(
     """
     if scale not in SCALES:
         raise ConfigError(f"scale={scale!r} is not a cohort scale; choose one of {sorted(SCALES)}")
+    if fmt not in ("cohort", "bids"):
+        raise ConfigError(f"format={fmt!r}; choose cohort or bids")
     out = claim_folder(out, "synthetic-cohort", "synthetic cohort folder (out=)")
     sc = SCALES[scale]
     params = {"scale": scale, "seed": seed, "version": SYNTH_VERSION, **asdict(sc)}
+    if fmt == "bids":
+        params["format"] = "bids"
     key = fingerprint(params)
     csv_path = out / "cohort.csv"
     meta_path = out / "synth.json"
+    done = out / "participants.tsv" if fmt == "bids" else csv_path
     if (
         not force
-        and csv_path.exists()
+        and done.exists()
         and meta_path.exists()
         and json.loads(meta_path.read_text()).get("fingerprint") == key
     ):
@@ -78,7 +91,7 @@ def generate_cohort(
     if meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") != key:
         force = True  # different parameters: patient folders from before are stale
     jobs = [("basel", i) for i in range(sc.basel)] + [("lausanne", i) for i in range(sc.lausanne)]
-    rows, truth_rows = [], []
+    rows, truth_rows, sites, motions = [], [], {}, {}
     for n, (site_name, i) in enumerate(
         tqdm(jobs, desc=f"synth {scale}", unit="patient", disable=not progress)
     ):
@@ -87,19 +100,39 @@ def generate_cohort(
         patient = make_patient(
             SITES[site_name], sc.fov_mm, sc.lesion_scale, rng, min_rim=sc.min_rim
         )
-        pdir = out / pid
-        if force or not (pdir / "lesion_mask.nii.gz").exists():
-            _write_patient(pdir, patient)
+        if fmt == "bids":
+            motion = head_motion(np.random.default_rng([seed, n, 7]))
+            sites[pid], motions[pid] = site_name, motion.round(6).tolist()
+            _write_bids_patient(out, pid, patient, motion, force)
+        elif force or not (out / pid / "lesion_mask.nii.gz").exists():
+            _write_patient(out / pid, patient)
         row = {"patient_id": pid, "site": site_name, "scanner": patient.scanner}
         row.update({c: f"{pid}/{c}.nii.gz" for c in MODALITIES + MASKS})
         rows.append(row)
         truth_rows += [{"patient_id": pid, **asdict(les)} for les in patient.lesions]
-    with atomic_path(out / "truth.csv") as tmp:
+    if fmt == "bids":
+        write_dataset_files(out, sites, motions)
+        truth = out / "derivatives" / PIPELINE / "truth.csv"
+    else:
+        truth = out / "truth.csv"
+    with atomic_path(truth) as tmp:
         pd.DataFrame(truth_rows).to_csv(tmp, index=False)
-    with atomic_path(csv_path) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+    if fmt == "cohort":
+        with atomic_path(csv_path) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
     write_json(meta_path, {"fingerprint": key, **params})
-    return csv_path
+    return out if fmt == "bids" else csv_path
+
+
+def _write_bids_patient(out: Path, pid: str, patient, motion: np.ndarray, force: bool) -> None:
+    raw = out / f"sub-{pid}"
+    derivative = out / "derivatives" / PIPELINE / f"sub-{pid}"
+    if not force and raw.exists() and derivative.exists():
+        return
+    aff = affine_for(patient.images["t2star"].shape, patient.voxel_mm)
+    with atomic_dir(derivative, "synthetic-patient", "derivative folder") as dtmp:
+        with atomic_dir(raw, "synthetic-patient", "subject folder") as rtmp:
+            write_bids_subject(rtmp, dtmp, pid, patient, motion, aff)
 
 
 def _write_patient(pdir: Path, patient) -> None:

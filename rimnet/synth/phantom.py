@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from rimnet.prepare.phase import gaussian_highpass as highpass
 from rimnet.synth import anatomy
-from rimnet.synth.physics import RAD_PER_PPM, forward_field, highpass, smooth_noise
+from rimnet.synth.physics import RAD_PER_PPM, forward_field, smooth_noise
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Patient:
     voxel_mm: float
     scanner: str
     lesions: list[LesionTruth] = field(default_factory=list)
+    raw_phase: np.ndarray | None = None  # wrapped, unfiltered scanner phase (BIDS output)
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -211,7 +213,8 @@ def make_patient(
     masks = _annotations(anat, maps.lesion_id, lesions, chi, rng)
     images = {"phase": phase.astype(np.float32), "t2star": t2s, "flair": flair}
     scanner = site.scanners[int(rng.integers(len(site.scanners)))]
-    return Patient(images=images, masks=masks, voxel_mm=v, scanner=scanner, lesions=lesions)
+    raw = _raw_phase(site, anat, phase, t2s, rng)  # last draws: the images above stay the same
+    return Patient(images, masks, v, scanner, lesions, raw)
 
 
 def _place_lesions(
@@ -421,6 +424,27 @@ def _phase_image(
         rng.normal(0, 1.5, shape).astype(np.float32) * ~brain
     )  # phase of noise outside the brain
     return chi, field_ppm, phase
+
+
+def _raw_phase(
+    site: SiteProfile,
+    anat: anatomy.Anatomy,
+    phase: np.ndarray,
+    magnitude: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The phase as a scanner stores it, wrapped to [-π, π): in the brain, the filtered phase plus
+    a smooth background a high-pass filter removes (receiver offset, first-order shim residue and
+    a broad field of ~2π per 2 cm); elsewhere the phase of the signal with the magnitude's noise
+    (random in air). The air-tissue field itself is not added: in the phantom's small head it is
+    aliased (> π per voxel) within millimetres of the brain, where no unwrapping can recover it.
+    """
+    c = anat.coords
+    background = 0.8 + 0.03 * c[0] + 0.02 * c[2] + 6.0 * np.exp(-(c**2).sum(0) / (2 * 20.0**2))
+    true = phase * anat.brain + background
+    noise = rng.normal(0, 1 / site.t2star_snr, (2, *magnitude.shape)).astype(np.float32)
+    z = magnitude * np.exp(1j * true) + (noise[0] + 1j * noise[1]) * ~anat.brain
+    return np.angle(z).astype(np.float32)
 
 
 def _magnitude_images(

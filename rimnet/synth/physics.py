@@ -3,7 +3,8 @@
 Phase is simulated the way it is acquired and filtered in practice (§2.2 of the paper): a
 susceptibility map (ppm) is convolved with the unit dipole kernel in k-space, giving a field shift;
 the phase at echo time TE is ``2π γ̄ B0 TE`` times that shift; the unwrapped phase is then high-pass
-filtered (homodyne-like), which removes most of the background field but leaves residue near air.
+filtered (:func:`rimnet.prepare.phase.gaussian_highpass`), which removes most of the background
+field but leaves residue near air.
 
 Sign convention: positive phase = paramagnetic (a susceptibility increase raises the local field).
 """
@@ -48,16 +49,6 @@ def forward_field(
     field = np.fft.irfftn(np.fft.rfftn(padded) * kernel, s=padded.shape)
     sl = tuple(slice(pad, pad + n) for n in chi_ppm.shape)
     return field[sl].astype(np.float32)
-
-
-def highpass(field: np.ndarray, brain: np.ndarray, sigma_mm: float, voxel_mm: float) -> np.ndarray:
-    """Masked Gaussian high-pass filter (the background-field removal of filtered phase)."""
-    sigma = sigma_mm / voxel_mm
-    m = brain.astype(np.float32)
-    low = ndimage.gaussian_filter(field * m, sigma) / np.maximum(
-        ndimage.gaussian_filter(m, sigma), 1e-3
-    )
-    return ((field - low) * m).astype(np.float32)
 
 
 def smooth_noise(shape: tuple[int, ...], sigma_vox: float, rng: np.random.Generator) -> np.ndarray:

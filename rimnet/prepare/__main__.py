@@ -1,0 +1,24 @@
+"""``python -m rimnet.prepare bids=<BIDS root> out=<folder>``: scanner images -> ``cohort.csv``.
+
+Run with ``--help`` for the expected BIDS layout and the options.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from rimnet.config import CONFIG_DIR, register_resolvers
+from rimnet.errors import exit_on_error
+from rimnet.prepare.cohort import config_from, prepare_bids
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
+@exit_on_error
+def main(cfg: DictConfig) -> None:
+    csv = prepare_bids(cfg.bids, cfg.out, config_from(cfg), progress=cfg.progress)
+    print(f"cohort written: {csv} (report: {csv.parent / 'prepare_report.csv'})")
+
+
+if __name__ == "__main__":
+    main()
