@@ -18,7 +18,7 @@ from rimnet.io import atomic_dir, atomic_path, claim_folder, fingerprint, write_
 from rimnet.synth.bids import PIPELINE, head_motion, write_bids_subject, write_dataset_files
 from rimnet.synth.phantom import SITES, make_patient
 
-SYNTH_VERSION = 3
+SYNTH_VERSION = 4  # 4: phase from the wrapped raw phase by rimnet.prepare's processing
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from rimnet.prepare.phase import gaussian_highpass as highpass
+from rimnet.prepare.phase import process_phase
 from rimnet.synth import anatomy
 from rimnet.synth.physics import RAD_PER_PPM, forward_field, smooth_noise
 
@@ -200,7 +201,9 @@ def make_patient(
     """Generate one patient of ``site``; ``lesion_scale`` scales the lesion counts (1.0 = paper).
 
     Steps: anatomy → lesions (rim+ with paramagnetic shells, rim- with look-alike veins) → veins →
-    susceptibility and the filtered phase → T2* magnitude and FLAIR → the annotation process.
+    susceptibility and field → T2* magnitude and FLAIR → the annotation process → the scanner's
+    wrapped phase → the site's phase post-processing (unwrapping + homodyne high-pass, exactly as
+    ``rimnet prepare`` does it with ``phase_filter=gaussian``).
     """
     v = site.voxel_mm
     anat = anatomy.make_anatomy(fov_mm, v, rng)
@@ -208,12 +211,13 @@ def make_patient(
     wobble = smooth_noise(anat.labels.shape, 2.0 / v, rng)
     maps, lesions = _place_lesions(site, anat, regions, wobble, lesion_scale, rng, min_rim)
     vein_mask = _vein_mask(anat, maps.veins, rng)
-    chi, field_ppm, phase = _phase_image(site, anat, maps.chi, vein_mask, rng)
+    chi, field_ppm, unfiltered = _field(site, anat, maps.chi, vein_mask, rng)
     t2s, flair = _magnitude_images(site, anat, maps, vein_mask, field_ppm, rng)
     masks = _annotations(anat, maps.lesion_id, lesions, chi, rng)
-    images = {"phase": phase.astype(np.float32), "t2star": t2s, "flair": flair}
     scanner = site.scanners[int(rng.integers(len(site.scanners)))]
-    raw = _raw_phase(site, anat, phase, t2s, rng)  # last draws: the images above stay the same
+    raw = _raw_phase(site, anat, unfiltered, t2s, rng)
+    phase, _ = process_phase(raw, t2s, np.full(3, v), "raw", "gaussian", sigma_mm=PHASE_SIGMA_MM)
+    images = {"phase": phase, "t2star": t2s, "flair": flair}
     return Patient(images, masks, v, scanner, lesions, raw)
 
 
@@ -374,6 +378,7 @@ def _vein_mask(anat: anatomy.Anatomy, veins: list, rng: np.random.Generator) -> 
     return vein_mask & anat.brain
 
 
+PHASE_SIGMA_MM = 4.0  # the phantom sites' homodyne filter (Gaussian low-pass in image space)
 TISSUE_CHI = {
     anatomy.CORTEX: 0.02,
     anatomy.WM: -0.03,
@@ -402,46 +407,39 @@ BASE_FLAIR = {
 }
 
 
-def _phase_image(
+def _field(
     site: SiteProfile,
     anat: anatomy.Anatomy,
     chi: np.ndarray,
     vein_mask: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Susceptibility (ppm) → field (dipole model) → high-pass filtered phase with noise."""
+    """Susceptibility (ppm) → field (dipole model, ppm) → the unwrapped phase at TE (radians),
+    with a broad shim residue and, in the brain, the acquisition's phase noise."""
     v, shape, lab, brain = anat.voxel_mm, anat.labels.shape, anat.labels, anat.brain
     for code, val in TISSUE_CHI.items():
         chi[lab == code] += val
     chi[vein_mask] += 0.35
     chi[anat.air] += 9.2  # air relative to tissue
     field_ppm = forward_field(chi, v, local_term=0.3)
-    residue = 0.004 * smooth_noise(shape, 25.0 / v, rng)  # imperfect background removal
-    phase = highpass(field_ppm + residue, brain, sigma_mm=4.0, voxel_mm=v) * RAD_PER_PPM
-    phase = np.clip(phase, -np.pi * 3, np.pi * 3)
-    phase += rng.normal(0, site.phase_noise_rad, shape).astype(np.float32) * brain
-    phase += (
-        rng.normal(0, 1.5, shape).astype(np.float32) * ~brain
-    )  # phase of noise outside the brain
-    return chi, field_ppm, phase
+    residue = 0.004 * smooth_noise(shape, 25.0 / v, rng)  # imperfect shim
+    noise = rng.normal(0, site.phase_noise_rad, shape).astype(np.float32) * brain
+    rng.normal(0, 1.5, shape)  # a draw of cohort version 3, kept so later draws stay the same
+    return chi, field_ppm, (field_ppm + residue) * RAD_PER_PPM + noise
 
 
 def _raw_phase(
     site: SiteProfile,
     anat: anatomy.Anatomy,
-    phase: np.ndarray,
+    unwrapped: np.ndarray,
     magnitude: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """The phase as a scanner stores it, wrapped to [-π, π): in the brain, the filtered phase plus
-    a smooth background a high-pass filter removes (receiver offset, first-order shim residue and
-    a broad field of ~2π per 2 cm); elsewhere the phase of the signal with the magnitude's noise
-    (random in air). The air-tissue field itself is not added: in the phantom's small head it is
-    aliased (> π per voxel) within millimetres of the brain, where no unwrapping can recover it.
-    """
+    """The phase as the scanner stores it, wrapped to [-π, π): the unwrapped phase plus a receiver
+    offset and a first-order shim ramp; outside the brain, the phase of the signal with the
+    magnitude's noise (random in air). Veins and the air-tissue field alias here as in vivo."""
     c = anat.coords
-    background = 0.8 + 0.03 * c[0] + 0.02 * c[2] + 6.0 * np.exp(-(c**2).sum(0) / (2 * 20.0**2))
-    true = phase * anat.brain + background
+    true = unwrapped + 0.8 + 0.03 * c[0] + 0.02 * c[2]
     noise = rng.normal(0, 1 / site.t2star_snr, (2, *magnitude.shape)).astype(np.float32)
     z = magnitude * np.exp(1j * true) + (noise[0] + 1j * noise[1]) * ~anat.brain
     return np.angle(z).astype(np.float32)

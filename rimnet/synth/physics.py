@@ -1,10 +1,9 @@
-"""MR physics of the phantom: the dipole forward model and phase post-processing.
+"""MR physics of the phantom: the dipole forward model.
 
 Phase is simulated the way it is acquired and filtered in practice (§2.2 of the paper): a
 susceptibility map (ppm) is convolved with the unit dipole kernel in k-space, giving a field shift;
-the phase at echo time TE is ``2π γ̄ B0 TE`` times that shift; the unwrapped phase is then high-pass
-filtered (:func:`rimnet.prepare.phase.gaussian_highpass`), which removes most of the background
-field but leaves residue near air.
+the phase at echo time TE is ``2π γ̄ B0 TE`` times that shift; the scanner stores it wrapped, and
+the phantom then post-processes it with :func:`rimnet.prepare.phase.process_phase`.
 
 Sign convention: positive phase = paramagnetic (a susceptibility increase raises the local field).
 """
