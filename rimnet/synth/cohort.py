@@ -18,7 +18,9 @@ from rimnet.io import atomic_dir, atomic_path, claim_folder, fingerprint, write_
 from rimnet.synth.bids import PIPELINE, head_motion, write_bids_subject, write_dataset_files
 from rimnet.synth.phantom import SITES, make_patient
 
-SYNTH_VERSION = 4  # 4: phase from the wrapped raw phase by rimnet.prepare's processing
+# 4: phase post-processed from the wrapped raw phase with rimnet.prepare's code;
+# 5: T2* magnitude from R2* of the paramagnetic sources and field gradients
+SYNTH_VERSION = 5
 
 
 @dataclass(frozen=True)
