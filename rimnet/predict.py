@@ -73,6 +73,14 @@ def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
         help="rim+ lesions from which a patient is 'chronic active' (default 4)",
     )
     ap.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write a self-contained QC report (report.html: one card per candidate with slices "
+        "of every modality; a cohort index on top). Default: on with --cohort, off for one "
+        "patient",
+    )
+    ap.add_argument(
         "--resample",
         action="store_true",
         help="resample images and masks that are not on the first modality's grid onto it "
@@ -109,9 +117,16 @@ def _write_table(path: Path, table: pd.DataFrame) -> None:
         table.to_csv(tmp, index=False)
 
 
-def run_cohort(predictor: Predictor, cohort_csv: str, out_dir: str, chronic_threshold: int) -> int:
+def run_cohort(
+    predictor: Predictor,
+    cohort_csv: str,
+    out_dir: str,
+    chronic_threshold: int,
+    report: bool = True,
+    bundle_name: str = "",
+) -> int:
     """Every patient of a cohort; a failing patient is recorded in failures.csv and the rest go
-    on."""
+    on. ``report``: a QC report per patient and ``report.html`` at the top linking them."""
     cohort = read_cohort(cohort_csv, predictor.bundle.modalities)
     out = claim_folder(out_dir, "predictions", "output folder (--out)")
     for pid in cohort["patient_id"]:
@@ -120,7 +135,8 @@ def run_cohort(predictor: Predictor, cohort_csv: str, out_dir: str, chronic_thre
     for _, row in tqdm(list(cohort.iterrows()), desc="predict", unit="patient"):
         try:
             r = predictor.predict_row(row)
-            write_patient(r, out)
+            write_patient(r, out, report, bundle_name)
+            r.images = {}  # the volumes are not needed any more
         except RimnetError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures.append({"patient_id": row["patient_id"], "error": str(exc)})
@@ -136,6 +152,11 @@ def run_cohort(predictor: Predictor, cohort_csv: str, out_dir: str, chronic_thre
     )
     if failures or (out / "failures.csv").exists():
         _write_table(out / "failures.csv", pd.DataFrame(failures, columns=["patient_id", "error"]))
+    if report:
+        from rimnet.inference.report import cohort_html
+
+        with atomic_path(out / "report.html", replace=True) as tmp:
+            tmp.write_text(cohort_html([r.summary for r in results], failures), encoding="utf-8")
     n_ca = sum(r.summary["chronic_active"] for r in results)
     print(
         f"{len(results)} patients, {n_ca} chronic active (>= {chronic_threshold} rim+); results "
@@ -176,13 +197,17 @@ def run(args: argparse.Namespace) -> int:
     )
     what = "output folder (--out)"
     check_replaceable(args.out, what)
+    report = bool(args.cohort) if args.report is None else args.report
+    bundle_name = Path(args.bundle).name
     if args.cohort:
-        return run_cohort(predictor, args.cohort, args.out, args.chronic_threshold)
+        return run_cohort(
+            predictor, args.cohort, args.out, args.chronic_threshold, report, bundle_name
+        )
     images = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
     r = predictor.predict_files(
         pid, images, args.lesion_mask, anatomy=args.anatomy, air_mask=args.air_mask
     )
-    folder = write_patient(r, claim_folder(args.out, "predictions", what))
+    folder = write_patient(r, claim_folder(args.out, "predictions", what), report, bundle_name)
     s = r.summary
     print(
         f"{pid}: {s['rim_pos_count']} rim+ of {s['assessed']} assessed candidates (threshold "

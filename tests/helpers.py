@@ -71,3 +71,24 @@ def read_offline_wandb(path: Path) -> tuple[list[dict], dict]:
                 }
             )
     return history, summary
+
+
+def headless_browser() -> str:
+    """A Chromium for headless checks: found on PATH, else installed from the distribution's
+    packages (root with apt-get); else the calling test is skipped, saying why."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.skip("no Chromium on PATH and no root apt-get to install it")
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if done.returncode or not shutil.which("chromium"):
+        pytest.skip(f"Chromium could not be installed: {done.stderr.strip()[-300:]}")
+    return shutil.which("chromium")

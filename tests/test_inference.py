@@ -309,3 +309,48 @@ def test_predict_reads_a_freesurfer_aseg_as_anatomy(trained, tmp_path, capsys):
     assert cli_main([*args, "--id", "p"]) == 2
     err = capsys.readouterr().err
     assert "odd.nii.gz" in err and "neither" in err
+
+
+def test_qc_reports_open_in_a_real_browser(trained, tmp_path):
+    """Cohort mode writes report.html per patient (one card per candidate) and an index; the
+    files load nothing from outside; Chromium renders them with every card."""
+    import re
+    import subprocess
+
+    from helpers import headless_browser
+    from PIL import Image
+
+    csv = tmp_path / "two.csv"
+    read_cohort(trained["cohort_csv"]).head(2).to_csv(csv, index=False)  # absolute paths
+    out = tmp_path / "qc"
+    args = ["predict", "--bundle", str(trained["bundle"]), "--cohort", str(csv)]
+    assert cli_main([*args, "--out", str(out), "--device", "cpu"]) == 0
+    index = (out / "report.html").read_text()
+    browser = headless_browser()
+    for pid in pd.read_csv(csv).patient_id:
+        assert f"href='{pid}/report.html'" in index
+        page = out / pid / "report.html"
+        text = page.read_text()
+        lesions = pd.read_csv(out / pid / "lesions.csv", keep_default_na=False)
+        assert text.count("<div class='card ") == len(lesions) > 0
+        assert text.count("class='card excluded'") == (lesions.decision == "excluded").sum()
+        bare = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+        assert not re.search(r"https?:|//|url\(|@import", bare)  # nothing from outside
+        assert all(src.startswith("data:image/png;base64,") for src in re.findall(
+            r"src='([^']*)'", text))  # fmt: skip
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+        dom = subprocess.run(
+            [browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True
+        ).stdout
+        assert dom.count('<div class="card ') == len(lesions)
+        shot = tmp_path / f"{pid}.png"
+        cmd = [browser, *flags, "--window-size=1200,900", f"--screenshot={shot}", page.as_uri()]
+        subprocess.run(cmd, capture_output=True, timeout=120)
+        pixels = np.asarray(Image.open(shot).convert("L"), np.float32)
+        assert pixels.shape == (900, 1200) and pixels.std() > 20  # not a blank page
+    one = ["predict", "--bundle", str(trained["bundle"]), "--phase", trained["patient"].phase]
+    one += ["--flair", trained["patient"].flair, "--lesion-mask", trained["patient"].lesion_mask]
+    assert cli_main([*one, "--out", str(tmp_path / "one"), "--id", "p", "--device", "cpu"]) == 0
+    assert not (tmp_path / "one" / "p" / "report.html").exists()  # off for one patient
+    assert cli_main([*one, "--out", str(tmp_path / "two"), "--id", "p", "--report"]) == 0
+    assert (tmp_path / "two" / "p" / "report.html").exists()

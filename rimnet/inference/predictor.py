@@ -71,6 +71,7 @@ class PatientResult:
     affine: np.ndarray
     timings: dict = field(default_factory=dict)
     header: nib.Nifti1Header | None = None  # the reference image's, for the output maps
+    images: dict[str, np.ndarray] = field(default_factory=dict)  # what was loaded (QC report)
 
 
 class Predictor:
@@ -187,11 +188,16 @@ class Predictor:
             "members": len(self.nets),
             "tta": self.tta,
         }
-        return PatientResult(vol.patient_id, lesions, summary, comp, vol.affine, t, vol.header)
+        return PatientResult(
+            vol.patient_id, lesions, summary, comp, vol.affine, t, vol.header, vol.images
+        )
 
     def predict_row(self, row: pd.Series) -> PatientResult:
         t0 = time.perf_counter()
-        vol = load_patient(row, self.bundle.modalities, self.resample, self.anatomy_format)
+        modalities = list(self.bundle.modalities)
+        if "flair" not in modalities and str(row.get("flair", "") or ""):
+            modalities.append("flair")  # for the QC report's cards (the paper's Fig. 1)
+        vol = load_patient(row, modalities, self.resample, self.anatomy_format)
         load_s = time.perf_counter() - t0
         result = self.predict_volumes(vol)
         result.timings = {"load": load_s, **result.timings}
@@ -235,8 +241,12 @@ def nifti_like(data: np.ndarray, result: PatientResult) -> nib.Nifti1Image:
     return img
 
 
-def write_patient(result: PatientResult, out_dir: str | Path) -> Path:
+def write_patient(
+    result: PatientResult, out_dir: str | Path, report: bool = False, bundle_name: str = ""
+) -> Path:
     """Write one patient's outputs atomically into ``out_dir/<patient_id>``; returns that folder.
+
+    ``report=True`` adds ``report.html`` (:mod:`rimnet.inference.report`).
 
     The folder is built beside its final place and moved in when complete; an existing folder
     there is replaced only if rimnet wrote it.
@@ -264,6 +274,10 @@ def write_patient(result: PatientResult, out_dir: str | Path) -> Path:
         for name, text in label_tables().items():
             (tmp / name).write_text(text)
         write_json(tmp / "summary.json", result.summary)
+        if report:
+            from rimnet.inference.report import write_patient_report
+
+            write_patient_report(result, tmp, bundle_name)
     result.timings["write"] = time.perf_counter() - t0
     return folder
 
