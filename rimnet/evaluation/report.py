@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 
 from rimnet.config import cv_experiments, experiment_configs, inter_center_experiments  # noqa: E402
 from rimnet.errors import RimnetError  # noqa: E402
-from rimnet.evaluation import analysis  # noqa: E402
+from rimnet.evaluation import analysis, figures  # noqa: E402
 from rimnet.evaluation.stats import confusion_metrics, delong_ci, delong_test  # noqa: E402
 from rimnet.io import atomic_path, claim_folder, write_json  # noqa: E402
 
@@ -347,10 +347,10 @@ def write_report(
     aucs, pairs = auc_table(preds)
     save_csv(aucs, "auc.csv")
     save_csv(pairs, "delong_pairs.csv")
-    pw, counts = {}, {}
+    pw, counts, ops = {}, {}, {}
     for section, exp in (("cross-validation", TABLE3_RIMNET), ("inter-center", ICS_EXPERIMENT)):
         if exp in preds:
-            op = analysis.apply_operating_point(preds[exp])
+            op = ops[section] = analysis.apply_operating_point(preds[exp])
             counts[section] = analysis.patient_counts(op)
             pw[section] = analysis.patient_wise(counts[section])
             save_csv(counts[section].reset_index(), f"patient_counts_{exp}.csv")
@@ -374,6 +374,9 @@ def write_report(
                 "fig8_confusion.png": out / "fig8_confusion.png",
             }
         )
+    if "cross-validation" in ops:
+        files.update(_paper_extras(ops["cross-validation"], pw["cross-validation"],
+                                   counts["cross-validation"], sweep_dir, out))  # fmt: skip
     summary = {
         "sweep_dir": os.path.relpath(
             Path(sweep_dir).resolve(), out.resolve()
@@ -390,6 +393,65 @@ def write_report(
     if log_wandb:
         _log_wandb(files, summary, out)
     return summary
+
+
+def _paper_extras(
+    op: pd.DataFrame, pw: pd.DataFrame, counts: pd.DataFrame, sweep_dir: str | Path, out: Path
+) -> dict[str, Path]:
+    """Figs 3, 9, 10, Table S1, the re-rating list and its montage, for RimNet (phase + FLAIR)."""
+    made: dict[str, Path] = {}
+
+    def figure(name: str, draw, *args) -> None:  # noqa: ANN001
+        with atomic_path(out / name) as tmp:
+            draw(*args, tmp)
+        made[name] = out / name
+
+    figure("fig3_rim_burden.png", figures.figure3, counts.reset_index())
+    if "consensus_needed" in op:
+        figure("fig9_errors_consensus.png", figures.figure9, op)
+    if "location" in op and (op["location"] != "").any():
+        figure("fig10_location.png", figures.figure10, analysis.location_analysis(op))
+    with atomic_path(out / "table_s1_patientwise.md") as tmp:
+        tmp.write_text(
+            "# Supplementary Table 1: patient-wise classification (chronic active = at least t "
+            "rim+ lesions)\n\nAccuracy and F1 in %, McNemar p-values.\n\n" + figures.table_s1(pw)
+        )
+    made["table_s1_patientwise.md"] = out / "table_s1_patientwise.md"
+    errors = figures.rerating_list(op)
+    with atomic_path(out / "rerating_list.csv") as tmp:
+        errors.to_csv(tmp, index=False)
+    made["rerating_list.csv"] = out / "rerating_list.csv"
+    patches = _error_patches(errors, Path(sweep_dir) / TABLE3_RIMNET)
+    modalities = list(experiment_configs()[TABLE3_RIMNET].modalities)
+    if patches:
+        figure("examples_errors.png", figures.error_examples, errors, patches, modalities)
+    return made
+
+
+def _error_patches(errors: pd.DataFrame, experiment_dir: Path) -> dict[str, np.ndarray]:
+    """The cached 28³ patches (the experiment's modalities) of the listed lesions, found through
+    a job's resolved config; empty if the cache is gone."""
+    from omegaconf import OmegaConf
+
+    from rimnet.data.cache import load_cache
+    from rimnet.data.contract import center_crop
+
+    configs = sorted(experiment_dir.glob("fold*/resolved_config.yaml"))
+    if not configs or errors.empty:
+        return {}
+    cfg = OmegaConf.load(configs[0])
+    try:
+        cache = load_cache(cfg.data.cache_dir)
+    except (RimnetError, OSError, KeyError):
+        return {}
+    les = cache.lesions
+    rows = les[(les["augmentation"] == "none") & les["lesion_id"].isin(errors.lesion_id)]
+    channels = cache.channels(list(cfg.modalities))
+    size = int(cfg.data.preprocess.patch_size)
+    return {
+        r.lesion_id: center_crop(np.asarray(cache.patches[i][channels], np.float32), size)
+        for i, r in zip(rows.index, rows.itertuples())
+    }
 
 
 def _log_wandb(files: dict[str, Path], summary: dict, out: Path) -> None:
