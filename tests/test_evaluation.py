@@ -1,5 +1,7 @@
 """Statistics against independent implementations and brute force; analyses on hand-made tables."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -207,13 +209,10 @@ def test_operating_point_table_and_error_analyses():
     assert loc.loc["deep_wm", "accuracy"] == pytest.approx((g.pred == g.label).mean())
 
 
-def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
-    from helpers import read_offline_wandb
-
+def _synthetic_sweep(sweep: Path) -> pd.DataFrame:
+    """Predictions of every configuration for 24 patients (4 folds) and the ICS ensemble."""
     from rimnet.config import cv_experiments
-    from rimnet.evaluation.report import ICS_EXPERIMENT, write_report
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    from rimnet.evaluation.report import ICS_EXPERIMENT
 
     rng = np.random.default_rng(7)
     n = 240
@@ -235,15 +234,23 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
             prob=np.clip(base.label * 0.4 + rng.random(n) * 0.7, 0, 1), experiment=e, fold=fold
         )
         for k in range(4):
-            (tmp_path / "sweep" / e / f"fold{k}").mkdir(parents=True)
-            p[p.fold == k].to_csv(
-                tmp_path / "sweep" / e / f"fold{k}" / "predictions.csv", index=False
-            )
+            (sweep / e / f"fold{k}").mkdir(parents=True)
+            p[p.fold == k].to_csv(sweep / e / f"fold{k}" / "predictions.csv", index=False)
     lau = base[base.site == "lausanne"].assign(
         prob=lambda d: d.label * 0.5 + rng.random(len(d)) * 0.6, fold="ensemble"
     )
-    (tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble").mkdir(parents=True)
-    lau.to_csv(tmp_path / "sweep" / ICS_EXPERIMENT / "ensemble" / "predictions.csv", index=False)
+    (sweep / ICS_EXPERIMENT / "ensemble").mkdir(parents=True)
+    lau.to_csv(sweep / ICS_EXPERIMENT / "ensemble" / "predictions.csv", index=False)
+    return base
+
+
+def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
+    from helpers import read_offline_wandb
+
+    from rimnet.evaluation.report import write_report
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    _synthetic_sweep(tmp_path / "sweep")
     out = tmp_path / "report"
     summary = write_report(tmp_path / "sweep", out, log_wandb=True)
     run = next((out / "wandb").glob("offline-run-*/run-*.wandb"))  # beside the report
@@ -299,3 +306,42 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
     assert "Expert #1" in md and "(94.6)" in md  # the paper's number next to ours
     ics = t3[t3.section == "ics"]
     assert ics.row.tolist() == ["RimNet: phase + FLAIR", "Expert #1", "Expert #2"]
+
+
+def test_paper_figures_show_the_data_they_come_from(tmp_path, monkeypatch):
+    """Figs 3, 9 and 10: bars per panel and their heights from the same predictions; Table S1
+    has thresholds 1-6; the re-rating list holds the most confident errors."""
+    from rimnet.evaluation import figures
+    from rimnet.evaluation.report import write_report
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    base = _synthetic_sweep(tmp_path / "sweep")
+    drawn = {}
+    monkeypatch.setattr(figures.plt, "close", lambda fig: drawn.setdefault(
+        fig.texts[0].get_text() if fig.texts else fig.axes[0].get_title(), fig))  # fmt: skip
+    out = tmp_path / "report"
+    write_report(tmp_path / "sweep", out)
+    fig3 = drawn["Fig. 3: rim+ lesion burden per site"]
+    true = base.groupby("patient_id").agg(site=("site", "first"), n=("label", "sum"))
+    heights = [round(b.get_height()) for b in fig3.axes[0].patches]
+    expected = [int(((true.site == s) & figures.burden_classes(true.n).eq(c)).sum())
+                for s in ("basel", "lausanne") for c in figures.BURDEN]  # fmt: skip
+    assert heights == expected and sum(heights) == 24
+    fig9 = drawn["Fig. 9: errors and rater consensus (one-tailed two-proportion z-test)"]
+    op = analysis.apply_operating_point(
+        pd.concat(pd.read_csv(f) for f in sorted((tmp_path / "sweep" / "phase_flair").glob(
+            "fold*/predictions.csv")))
+    )  # fmt: skip
+    for ax, label in zip(fig9.axes, (1, 0)):
+        assert len(ax.patches) == 4  # correct + wrong, for agreed and consensus needed
+        assert sum(round(b.get_height()) for b in ax.patches) == int((op.label == label).sum())
+    fig10 = drawn["Fig. 10: lesion location"]
+    assert len(fig10.axes[0].patches) == 2 * len(analysis.LOCATIONS)
+    assert sum(round(b.get_height()) for b in fig10.axes[0].patches) == len(base)
+    assert len(fig10.axes[1].patches) == 3 * len(analysis.LOCATIONS)
+    table = (out / "table_s1_patientwise.md").read_text()
+    assert [line.split("|")[1].strip() for line in table.splitlines()[6:]] == list("123456")
+    errors = pd.read_csv(out / "rerating_list.csv")
+    fp = errors[errors.error == "false_positive"]
+    assert (fp.label == 0).all() and fp.prob.is_monotonic_decreasing
+    assert fp.prob.iloc[0] == op[(op.label == 0) & (op.pred == 1)].prob.max()

@@ -482,8 +482,10 @@ def _log_wandb(files: dict[str, Path], summary: dict, out: Path) -> None:
                 except pd.errors.EmptyDataError:
                     continue  # e.g. no DeLong pair yet in a partial sweep
                 run.log({key: wandb.Table(dataframe=table)})
-            else:
+            elif name.endswith(".png"):
                 run.log({key: wandb.Image(str(path))})
+            else:  # markdown tables
+                run.log({key: wandb.Html(f"<pre>{path.read_text()}</pre>")})
         run.summary.update({"summary": json.dumps(summary)})
     finally:
         run.finish()
