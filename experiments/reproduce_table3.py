@@ -160,11 +160,16 @@ def main() -> None:
             f"cross-validation "
             f"{s['auc_cv']:.3f} (DeLong P = {s['p_value']:.3f}; paper 0.953 vs 0.958, P = 0.47).",
         ]
-    lines += [
-        "",
-        "Figures: " + ", ".join(f"[{f}]({f})" for f in summary["files"] if f.endswith(".png")),
-        "",
-    ]
+    lines += ["", "## Figures", ""]
+    lines += [f"![{f}]({f})" for f in summary["files"] if f.endswith(".png")]
+    if (out / "table_s1_patientwise.md").exists():
+        lines += ["", (out / "table_s1_patientwise.md").read_text().replace("# ", "## ", 1)]
+    if (out / "rerating_list.csv").exists():
+        lines += [
+            "The highest-confidence false positives and false negatives (`examples_errors.png`)",
+            "are listed in [rerating_list.csv](rerating_list.csv), for a group to re-rate (§2.8).",
+            "",
+        ]
     (out / "README.md").write_text("\n".join(lines))
     (out / "run.json").write_text(
         json.dumps(
