@@ -135,7 +135,8 @@ def test_prepare_resumes_and_reuses_finished_patients(prepared):
 
 def test_a_foreign_bids_folder_goes_through_prepare_and_preprocess(prepared, tmp_path):
     """Written by hand here, not by rimnet: a session, integer-coded phase, masks in T2*
-    space from one pipeline and an aseg in FLAIR space from another, no site column."""
+    space from one pipeline and an aseg in T1w space (with its T1w) from another, no site
+    column."""
     src = read_cohort(prepared["direct"] / "cohort.csv").iloc[0]
     bids = tmp_path / "foreign"
     anat = bids / "sub-p7" / "ses-01" / "anat"
@@ -145,13 +146,14 @@ def test_a_foreign_bids_folder_goes_through_prepare_and_preprocess(prepared, tmp
     _touch(anat / "sub-p7_ses-01_part-mag_T2starw.nii.gz", np.asarray(t2.dataobj), t2.affine)
     _touch(anat / "sub-p7_ses-01_part-phase_T2starw.nii.gz", coded.astype(np.int16), t2.affine)
     _touch(anat / "sub-p7_ses-01_FLAIR.nii.gz", np.asarray(nib.load(src.flair).dataobj), t2.affine)
+    _touch(anat / "sub-p7_ses-01_T1w.nii.gz", np.asarray(nib.load(src.flair).dataobj), t2.affine)
     seg = bids / "derivatives" / "lesionseg" / "sub-p7" / "ses-01" / "anat"
     les = np.asarray(nib.load(src.lesion_mask).dataobj).astype(np.int16)
     _touch(seg / "sub-p7_ses-01_space-T2starw_desc-lesion_mask.nii.gz", les, t2.affine)
     codes = np.asarray(nib.load(src.anatomy).dataobj)
     aseg = rimnet_to_aseg(codes, np.indices(codes.shape)[0] > codes.shape[0] // 2)
     fs = bids / "derivatives" / "freesurfer" / "sub-p7" / "ses-01" / "anat"
-    _touch(fs / "sub-p7_ses-01_space-FLAIR_desc-aseg_dseg.nii.gz", aseg, t2.affine)
+    _touch(fs / "sub-p7_ses-01_space-T1w_desc-aseg_dseg.nii.gz", aseg, t2.affine)
     (bids / "participants.tsv").write_text("participant_id\tage\nsub-p7\t41\n")
     out = tmp_path / "prepared"
     cmd = [sys.executable, "-m", "rimnet.prepare", f"bids={bids}", f"out={out}", "progress=false"]
@@ -164,11 +166,11 @@ def test_a_foreign_bids_folder_goes_through_prepare_and_preprocess(prepared, tmp
     cohort = pd.read_csv(out / "cohort.csv", keep_default_na=False)
     assert cohort.patient_id.tolist() == ["p7_01"] and cohort.site.tolist() == ["geneva"]
     report = pd.read_csv(out / "prepare_report.csv")
-    assert "int-signed" in report.phase_steps[0]
+    assert "int-signed" in report.phase_steps[0] and report.t1w_registration_metric[0] < -0.5
     from rimnet.data.cache import PreprocessConfig, build_cache
 
     cache = build_cache(out / "cohort.csv", tmp_path / "cache", PreprocessConfig(elastic_copies=0))
     assert cache.meta["counts"]["patients"] == 1 and cache.meta["counts"]["candidates"] > 10
     mapped = np.asarray(nib.load(out / "p7_01" / "anatomy.nii.gz").dataobj)
-    assert (mapped == codes).mean() > 0.95  # FLAIR space = T2* grid here: registered ~ identity
+    assert (mapped == codes).mean() > 0.95  # T1w -> FLAIR -> T2*, all one grid here: ~ identity
     assert json.loads((out / "p7_01" / "prepare.json").read_text())["fingerprint"]
