@@ -41,6 +41,13 @@ def test_reproduce_table3_smoke(tmp_path):
         "fig6_intercenter.png",
         "fig7_patientwise.png",
         "fig8_confusion.png",
+        "fig3_rim_burden.png",
+        "fig9_errors_consensus.png",
+        "fig10_location.png",
+        "examples_errors.png",
     ):
         assert (tmp_path / "table3" / fig).stat().st_size > 10_000
-    assert "Wall time" in (tmp_path / "table3" / "README.md").read_text()
+    readme = (tmp_path / "table3" / "README.md").read_text()
+    assert "Wall time" in readme and "![fig3_rim_burden.png](fig3_rim_burden.png)" in readme
+    assert "Supplementary Table 1" in readme
+    assert (tmp_path / "table3" / "rerating_list.csv").exists()
