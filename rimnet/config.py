@@ -29,6 +29,12 @@ def _config_dir() -> str:
 CONFIG_DIR = _config_dir()
 
 
+def wandb_offline() -> bool:
+    """W&B runs offline unless ``WANDB_MODE`` asks for online (or disabled, which W&B then
+    honours itself)."""
+    return os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun")
+
+
 def register_resolvers() -> None:
     """The OmegaConf resolvers the configs use (``len``, ``sum``, ``abspath``, ``dirname``,
     ``wandb_offline``)."""
@@ -37,8 +43,7 @@ def register_resolvers() -> None:
         "sum": lambda x: int(sum(x or [])),
         "abspath": lambda p: os.path.abspath(str(p)),
         "dirname": lambda p: os.path.dirname(os.path.abspath(str(p))),
-        # W&B offline unless WANDB_MODE asks for online (or disabled, which W&B then honours)
-        "wandb_offline": lambda: os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun"),
+        "wandb_offline": wandb_offline,
     }
     for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)

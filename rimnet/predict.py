@@ -9,7 +9,8 @@ The lesion under a point ("the expert clicks the lesion", §4 of the paper):
     rimnet predict ... --at 101 87 40          (voxel indices)   or   --at -12.5 3.0 20.1 --mm
 
 Writes per patient lesions.csv, candidates.nii.gz (1 rim-, 2 rim+, 3 excluded), probability.nii.gz
-and summary.json; for a cohort also lesions_all.csv and patients.csv. A patient that fails is listed
+and summary.json (and report.html with --report); for a cohort also lesions_all.csv, patients.csv
+and report.html; --wandb logs the report's pictures to W&B. A patient that fails is listed
 in failures.csv with its error; the others are written, and the exit code is 2. --out must be new,
 empty, or a folder rimnet wrote before.
 """
@@ -19,14 +20,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from rimnet.data.cohort import MODALITIES, CohortError, check_patient_id, read_cohort
 from rimnet.errors import RimnetError
-from rimnet.inference.predictor import Predictor, lesion_at, patient_folder, write_patient
+from rimnet.inference.predictor import (
+    PatientResult,
+    Predictor,
+    lesion_at,
+    patient_folder,
+    write_patient,
+)
 from rimnet.io import atomic_path, check_replaceable, claim_folder
+
+if TYPE_CHECKING:
+    from rimnet.inference.wandb_log import PredictLog
 
 
 def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
@@ -81,6 +92,13 @@ def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
         "patient",
     )
     ap.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log each patient's overview and candidate cards, and the tables, to a W&B run "
+        "(group predict, files under --out/wandb; offline unless WANDB_MODE=online: "
+        "`wandb sync` uploads it later)",
+    )
+    ap.add_argument(
         "--resample",
         action="store_true",
         help="resample images and masks that are not on the first modality's grid onto it "
@@ -106,6 +124,16 @@ def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
     return ap
 
 
+def _predict_log(out: Path, bundle_name: str, predictor: Predictor) -> PredictLog:
+    from rimnet.inference.wandb_log import PredictLog
+
+    return PredictLog(
+        out,
+        bundle_name,
+        {"tta": predictor.tta, "chronic_threshold": predictor.chronic_threshold},
+    )
+
+
 def _cuda() -> bool:
     import torch
 
@@ -117,6 +145,21 @@ def _write_table(path: Path, table: pd.DataFrame) -> None:
         table.to_csv(tmp, index=False)
 
 
+def _write_outputs(
+    r: PatientResult, out: Path, report: bool, bundle_name: str, log: PredictLog | None
+) -> Path:
+    """One patient's files (and report); its pictures drawn once for the report and W&B."""
+    figures = None
+    if report or log is not None:
+        from rimnet.inference.report import patient_figures
+
+        figures = patient_figures(r)
+    folder = write_patient(r, out, report, bundle_name, figures)
+    if log is not None:
+        log.patient(r, figures)
+    return folder
+
+
 def run_cohort(
     predictor: Predictor,
     cohort_csv: str,
@@ -124,32 +167,36 @@ def run_cohort(
     chronic_threshold: int,
     report: bool = True,
     bundle_name: str = "",
+    wandb: bool = False,
 ) -> int:
     """Every patient of a cohort; a failing patient is recorded in failures.csv and the rest go
-    on. ``report``: a QC report per patient and ``report.html`` at the top linking them."""
+    on. ``report``: a QC report per patient and ``report.html`` at the top linking them;
+    ``wandb``: the same pictures in a W&B run."""
     cohort = read_cohort(cohort_csv, predictor.bundle.modalities)
     out = claim_folder(out_dir, "predictions", "output folder (--out)")
     for pid in cohort["patient_id"]:
         patient_folder(out, pid)
+    log = _predict_log(out, bundle_name, predictor) if wandb else None
     results, failures = [], []
     for _, row in tqdm(list(cohort.iterrows()), desc="predict", unit="patient"):
         try:
             r = predictor.predict_row(row)
-            write_patient(r, out, report, bundle_name)
+            _write_outputs(r, out, report, bundle_name, log)
             r.images = {}  # the volumes are not needed any more
         except RimnetError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures.append({"patient_id": row["patient_id"], "error": str(exc)})
             continue
         results.append(r)
-    if results:
-        _write_table(
-            out / "lesions_all.csv", pd.concat([r.lesions for r in results], ignore_index=True)
-        )
-    _write_table(
-        out / "patients.csv",
-        pd.DataFrame([r.summary for r in results], columns=None if results else ["patient_id"]),
+    lesions = pd.concat([r.lesions for r in results], ignore_index=True) if results else None
+    if lesions is not None:
+        _write_table(out / "lesions_all.csv", lesions)
+    patients = pd.DataFrame(
+        [r.summary for r in results], columns=None if results else ["patient_id"]
     )
+    _write_table(out / "patients.csv", patients)
+    if log is not None:
+        log.finish(lesions if lesions is not None else pd.DataFrame(), patients)
     if failures or (out / "failures.csv").exists():
         _write_table(out / "failures.csv", pd.DataFrame(failures, columns=["patient_id", "error"]))
     if report:
@@ -201,13 +248,23 @@ def run(args: argparse.Namespace) -> int:
     bundle_name = Path(args.bundle).name
     if args.cohort:
         return run_cohort(
-            predictor, args.cohort, args.out, args.chronic_threshold, report, bundle_name
+            predictor,
+            args.cohort,
+            args.out,
+            args.chronic_threshold,
+            report,
+            bundle_name,
+            args.wandb,
         )
     images = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
     r = predictor.predict_files(
         pid, images, args.lesion_mask, anatomy=args.anatomy, air_mask=args.air_mask
     )
-    folder = write_patient(r, claim_folder(args.out, "predictions", what), report, bundle_name)
+    out = claim_folder(args.out, "predictions", what)
+    log = _predict_log(out, bundle_name, predictor) if args.wandb else None
+    folder = _write_outputs(r, out, report, bundle_name, log)
+    if log is not None:
+        log.finish(r.lesions, pd.DataFrame([r.summary]))
     s = r.summary
     print(
         f"{pid}: {s['rim_pos_count']} rim+ of {s['assessed']} assessed candidates (threshold "

@@ -354,3 +354,28 @@ def test_qc_reports_open_in_a_real_browser(trained, tmp_path):
     assert not (tmp_path / "one" / "p" / "report.html").exists()  # off for one patient
     assert cli_main([*one, "--out", str(tmp_path / "two"), "--id", "p", "--report"]) == 0
     assert (tmp_path / "two" / "p" / "report.html").exists()
+
+
+def test_predict_logs_the_report_pictures_to_wandb(trained, tmp_path, monkeypatch):
+    """--wandb: an offline run beside the outputs with each patient's overview, one card per
+    candidate (captioned like the report) and the lesions table."""
+    from helpers import read_offline_wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    p = trained["patient"]
+    args = ["predict", "--bundle", str(trained["bundle"]), "--phase", p.phase, "--flair", p.flair]
+    out = tmp_path / "w"
+    args += ["--lesion-mask", p.lesion_mask, "--out", str(out), "--id", "p", "--device", "cpu"]
+    assert cli_main([*args, "--wandb"]) == 0
+    assert not (out / "p" / "report.html").exists()  # the pictures do not need the report
+    lesions = pd.read_csv(out / "p" / "lesions.csv", keep_default_na=False)
+    run = next((out / "wandb").glob("offline-run-*"))
+    history, _ = read_offline_wandb(next(run.glob("run-*.wandb")))
+    logged = {k: v for row in history for k, v in row.items()}
+    assert logged["qc/p/cards/count"] == len(lesions) > 0
+    best = lesions.sort_values("prob", ascending=False).iloc[0]
+    assert logged["qc/p/cards/captions"][0].startswith(f"{best.lesion_id}: {best.decision}, p = ")
+    assert logged["qc/p/overview/_type"] == "image-file"
+    for name in [logged["qc/p/overview/path"], *logged["qc/p/cards/filenames"]]:
+        assert (run / "files" / name).stat().st_size > 1000
+    assert logged["lesions/nrows"] == len(lesions)

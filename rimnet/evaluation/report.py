@@ -20,7 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from rimnet.config import cv_experiments, experiment_configs, inter_center_experiments  # noqa: E402
+from rimnet.config import (  # noqa: E402
+    cv_experiments,
+    experiment_configs,
+    inter_center_experiments,
+    wandb_offline,
+)
 from rimnet.errors import RimnetError  # noqa: E402
 from rimnet.evaluation import analysis, figures  # noqa: E402
 from rimnet.evaluation.stats import confusion_metrics, delong_ci, delong_test  # noqa: E402
@@ -458,18 +463,15 @@ def _log_wandb(files: dict[str, Path], summary: dict, out: Path) -> None:
     """Tables and figures to a W&B run of its own (group ``evaluation``, files under ``out``);
     a table a partial sweep left empty is skipped. ``WANDB_MODE`` decides online/offline, as for
     training (offline when unset)."""
-    import os
-
     import wandb
 
-    offline = os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun")
     run = wandb.init(
         project="rimnet",
         group="evaluation",
         job_type="evaluation",
         name=f"evaluation-{Path(summary['sweep_dir']).name}",
         dir=str(out),
-        mode="offline" if offline else None,
+        mode="offline" if wandb_offline() else None,
         config={k: v for k, v in summary.items() if k != "files"},
         reinit="create_new",
     )

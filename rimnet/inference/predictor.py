@@ -242,11 +242,16 @@ def nifti_like(data: np.ndarray, result: PatientResult) -> nib.Nifti1Image:
 
 
 def write_patient(
-    result: PatientResult, out_dir: str | Path, report: bool = False, bundle_name: str = ""
+    result: PatientResult,
+    out_dir: str | Path,
+    report: bool = False,
+    bundle_name: str = "",
+    figures=None,
 ) -> Path:
     """Write one patient's outputs atomically into ``out_dir/<patient_id>``; returns that folder.
 
-    ``report=True`` adds ``report.html`` (:mod:`rimnet.inference.report`).
+    ``report=True`` adds ``report.html`` (:mod:`rimnet.inference.report`), drawn from
+    ``figures`` (:class:`~rimnet.inference.report.PatientFigures`) when given.
 
     The folder is built beside its final place and moved in when complete; an existing folder
     there is replaced only if rimnet wrote it.
@@ -277,7 +282,7 @@ def write_patient(
         if report:
             from rimnet.inference.report import write_patient_report
 
-            write_patient_report(result, tmp, bundle_name)
+            write_patient_report(result, tmp, bundle_name, figures)
     result.timings["write"] = time.perf_counter() - t0
     return folder
 

@@ -14,6 +14,7 @@ import base64
 import html
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,12 +116,42 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def patient_html(result, bundle_name: str) -> str:
-    """The report of one :class:`~rimnet.inference.predictor.PatientResult` (with ``images``)."""
-    s = result.summary
+@dataclass
+class PatientFigures:
+    """The pictures of one patient's report: the overview and one card per candidate, in report
+    order (assessed by falling probability, then excluded)."""
+
+    overview: Image.Image
+    cards: list[tuple[object, Image.Image]]  # (the candidate's row of lesions.csv, its card)
+
+
+def patient_figures(result) -> PatientFigures:
+    """Overview and cards of one :class:`~rimnet.inference.predictor.PatientResult` (with
+    ``images``), drawn once for the HTML report and for W&B.
+
+    Example:
+        >>> figs = patient_figures(result)
+        >>> figs.cards[0][0].lesion_id, figs.cards[0][1].size
+    """
     lesions = result.lesions.copy()
     lesions["_order"] = (lesions["decision"] == "excluded").astype(int)
     lesions = lesions.sort_values(["_order", "prob"], ascending=[True, False])
+    background = result.images.get("flair", next(iter(result.images.values())))
+    cards = []
+    for les in lesions.itertuples():
+        centre = (
+            int(round(les.center_i)), int(round(les.center_j)), int(round(les.center_k))
+        )  # fmt: skip
+        img = card_image(result.images, result.labels == les.lesion_index, centre, les.decision)
+        cards.append((les, img))
+    return PatientFigures(overview_image(background, result.lesions), cards)
+
+
+def patient_html(result, bundle_name: str, figures: PatientFigures | None = None) -> str:
+    """The report of one :class:`~rimnet.inference.predictor.PatientResult` (with ``images``);
+    ``figures`` when they were drawn already."""
+    s = result.summary
+    figures = figures or patient_figures(result)
     verdict = "chronic active" if s["chronic_active"] else "not chronic active"
     head = (
         f"<h1>{html.escape(str(result.patient_id))}</h1>"
@@ -130,35 +161,36 @@ def patient_html(result, bundle_name: str) -> str:
         f"{s['members']} model(s){', TTA' if s['tta'] else ''}); threshold {s['threshold']:.3f}; "
         f"{s['candidates']} candidates, {s['assessed']} assessed</p>"
     )
-    background = result.images.get("flair", next(iter(result.images.values())))
     legend = "".join(f"<span style='background:rgb{c}'></span>{d}" for d, c in COLOURS.items())
     overview = (
-        f"<div><img alt='overview' src='{_png(overview_image(background, result.lesions))}'>"
+        f"<div><img alt='overview' src='{_png(figures.overview)}'>"
         f"<p class='legend'>axial maximum-intensity projection{legend}</p></div>"
     )
     cards = []
-    for les in lesions.itertuples():
-        centre = (
-            int(round(les.center_i)), int(round(les.center_j)), int(round(les.center_k))
-        )  # fmt: skip
-        img = card_image(result.images, result.labels == les.lesion_index, centre, les.decision)
+    for les, img in figures.cards:
         kind = {"rim+": "rimplus", "rim-": "rimminus"}.get(les.decision, "excluded")
         why = f"<p>excluded: {html.escape(les.excluded)}</p>" if les.excluded else ""
         cards.append(
             f"<div class='card {kind}' id='{html.escape(les.lesion_id)}'>"
             f"<img alt='{html.escape(les.lesion_id)}' src='{_png(img)}'>"
-            f"<p><b>{html.escape(les.lesion_id)}</b>: {les.decision}, p = {les.prob:.3f} "
-            f"&plusmn; {les.prob_std:.3f}</p><p>{html.escape(str(les.location))}, "
-            f"{les.volume_mm3:.0f} mm&sup3;</p>{why}</div>"
+            f"<p><b>{html.escape(les.lesion_id)}</b>: {card_caption(les)}</p>"
+            f"<p>{html.escape(str(les.location))}, {les.volume_mm3:.0f} mm&sup3;</p>{why}</div>"
         )
     body = f"<div class='top'><div>{head}</div>{overview}</div><div class='cards'>"
     return _page(f"rimnet QC: {result.patient_id}", body + "".join(cards) + "</div>")
 
 
-def write_patient_report(result, folder: Path, bundle_name: str) -> Path:
+def card_caption(les) -> str:
+    """``rim+, p = 0.912 ± 0.031`` for a candidate's row."""
+    return f"{les.decision}, p = {les.prob:.3f} ± {les.prob_std:.3f}"
+
+
+def write_patient_report(
+    result, folder: Path, bundle_name: str, figures: PatientFigures | None = None
+) -> Path:
     """``folder/report.html`` of one patient."""
     path = folder / "report.html"
-    path.write_text(patient_html(result, bundle_name), encoding="utf-8")
+    path.write_text(patient_html(result, bundle_name, figures), encoding="utf-8")
     return path
 
 
