@@ -35,6 +35,23 @@ def wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun")
 
 
+def wandb_run(group: str, name: str, folder: Path, config: dict):
+    """A W&B run of project ``rimnet`` outside training (``evaluation``, ``predict``): its files
+    under ``folder/wandb``, offline as :func:`wandb_offline` decides, a new run per call."""
+    import wandb
+
+    return wandb.init(
+        project="rimnet",
+        group=group,
+        job_type=group,
+        name=name,
+        dir=str(folder),
+        mode="offline" if wandb_offline() else None,
+        config=config,
+        reinit="create_new",
+    )
+
+
 def register_resolvers() -> None:
     """The OmegaConf resolvers the configs use (``len``, ``sum``, ``abspath``, ``dirname``,
     ``wandb_offline``)."""

@@ -24,7 +24,7 @@ from rimnet.config import (  # noqa: E402
     cv_experiments,
     experiment_configs,
     inter_center_experiments,
-    wandb_offline,
+    wandb_run,
 )
 from rimnet.errors import RimnetError  # noqa: E402
 from rimnet.evaluation import analysis, figures  # noqa: E402
@@ -465,15 +465,11 @@ def _log_wandb(files: dict[str, Path], summary: dict, out: Path) -> None:
     training (offline when unset)."""
     import wandb
 
-    run = wandb.init(
-        project="rimnet",
-        group="evaluation",
-        job_type="evaluation",
-        name=f"evaluation-{Path(summary['sweep_dir']).name}",
-        dir=str(out),
-        mode="offline" if wandb_offline() else None,
-        config={k: v for k, v in summary.items() if k != "files"},
-        reinit="create_new",
+    run = wandb_run(
+        "evaluation",
+        f"evaluation-{Path(summary['sweep_dir']).name}",
+        out,
+        {k: v for k, v in summary.items() if k != "files"},
     )
     try:
         for name, path in files.items():

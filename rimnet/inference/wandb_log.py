@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rimnet.config import wandb_offline
+from rimnet.config import wandb_run
 from rimnet.inference.report import PatientFigures, card_caption
 
 
@@ -34,15 +34,11 @@ class PredictLog:
         import wandb
 
         self._wandb = wandb
-        self.run = wandb.init(
-            project="rimnet",
-            group="predict",
-            job_type="predict",
-            name=f"predict-{Path(bundle_name).stem}-{out_dir.name}",
-            dir=str(out_dir),
-            mode="offline" if wandb_offline() else None,
-            config={"bundle": bundle_name, **config},
-            reinit="create_new",
+        self.run = wandb_run(
+            "predict",
+            f"predict-{Path(bundle_name).stem}-{out_dir.name}",
+            out_dir,
+            {"bundle": bundle_name, **config},
         )
 
     def patient(self, result, figures: PatientFigures) -> None:
