@@ -87,6 +87,12 @@ PAPER_ORDER = [
 ]
 
 
+def figure_order(name: str) -> tuple[int, str]:
+    """The paper's order: ``fig3_…`` before ``fig10_…``, other pictures after the figures."""
+    number = name.removeprefix("fig").split("_")[0]
+    return (int(number) if name.startswith("fig") and number.isdigit() else 99, name)
+
+
 def ordering_lines(aucs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
     """A table: each of the paper's ordering claims, whether the pooled AUCs here agree, and the
     DeLong P of the difference (paired, same lesions). Also how close phase and T2* are (paper:
@@ -221,7 +227,8 @@ def main() -> None:
         ]
     lines += ["", *ordering_lines(aucs, pd.read_csv(out / "delong_pairs.csv"))]
     lines += ["## Figures", ""]
-    lines += [f"![{f}]({f})" for f in summary["files"] if f.endswith(".png")]
+    pngs = [f for f in summary["files"] if f.endswith(".png")]
+    lines += [f"![{f}]({f})" for f in sorted(pngs, key=figure_order)]
     if (out / "table_s1_patientwise.md").exists():
         lines += ["", (out / "table_s1_patientwise.md").read_text().replace("# ", "## ", 1)]
     if (out / "rerating_list.csv").exists():
