@@ -28,13 +28,11 @@ def export_main(argv: list[str]) -> int:
         help="operating point of the threshold (default 0.95)",
     )
     args = ap.parse_args(argv)
-    from rimnet.errors import RimnetError
+    from rimnet.errors import CommandFailed, run_command
     from rimnet.inference.bundle import Bundle, export_bundle
 
-    try:
-        path = export_bundle(args.source, args.bundle, args.specificity)
-    except RimnetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    path = run_command(export_bundle, args.source, args.bundle, args.specificity)
+    if isinstance(path, CommandFailed):
         return 2
     b = Bundle.load(path)
     print(

@@ -9,14 +9,17 @@ from omegaconf import DictConfig
 from rimnet.config import CONFIG_DIR, register_resolvers
 from rimnet.errors import exit_on_error
 from rimnet.evaluation.report import write_report
+from rimnet.io import protected
+from rimnet.preflight import start
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 @exit_on_error
-def main(cfg: DictConfig) -> None:
-    summary = write_report(cfg.sweep_dir, cfg.out_dir, log_wandb=cfg.wandb, n_folds=cfg.n_folds)
+def hydra_main(cfg: DictConfig) -> None:
+    with protected([cfg.sweep_dir]):
+        summary = write_report(cfg.sweep_dir, cfg.out_dir, log_wandb=cfg.wandb, n_folds=cfg.n_folds)
     print(f"report written to {cfg.out_dir}: {', '.join(summary['files'])}")
     if summary["missing"]:
         print("missing: " + "; ".join(summary["missing"]))
@@ -25,6 +28,11 @@ def main(cfg: DictConfig) -> None:
             f"  {exp:14s} AUC {a['auc_mean_folds']:.3f} (mean of folds), {a['auc_pooled']:.3f} "
             f"(pooled)"
         )
+
+
+def main() -> None:
+    """The stage's command line (``rimnet evaluate``): checked, then run by Hydra."""
+    start(hydra_main, "evaluate")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,14 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rimnet.data.cohort import MODALITIES, CohortError, check_patient_id, read_cohort
-from rimnet.errors import RimnetError
+from rimnet.data.cohort import (
+    MODALITIES,
+    CohortError,
+    check_patient_id,
+    cohort_files,
+    read_cohort,
+)
+from rimnet.errors import CommandFailed, RimnetError, run_command
 from rimnet.inference.predictor import (
     PatientResult,
     Predictor,
@@ -34,7 +40,7 @@ from rimnet.inference.predictor import (
     patient_folder,
     write_patient,
 )
-from rimnet.io import atomic_path, check_replaceable, claim_folder
+from rimnet.io import atomic_path, check_replaceable, claim_folder, protected
 
 if TYPE_CHECKING:
     from rimnet.inference.wandb_log import PredictLog
@@ -173,6 +179,21 @@ def run_cohort(
     on. ``report``: a QC report per patient and ``report.html`` at the top linking them;
     ``wandb``: the same pictures in a W&B run."""
     cohort = read_cohort(cohort_csv, predictor.bundle.modalities)
+    with protected(cohort_files(cohort_csv, cohort)):
+        return _run_cohort(
+            predictor, cohort, out_dir, chronic_threshold, report, bundle_name, wandb
+        )
+
+
+def _run_cohort(
+    predictor: Predictor,
+    cohort: pd.DataFrame,
+    out_dir: str,
+    chronic_threshold: int,
+    report: bool,
+    bundle_name: str,
+    wandb: bool,
+) -> int:
     out = claim_folder(out_dir, "predictions", "output folder (--out)")
     for pid in cohort["patient_id"]:
         patient_folder(out, pid)
@@ -219,6 +240,15 @@ def run_cohort(
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command: its input files (bundle, images, masks, cohort table) are protected from its
+    own writes."""
+    named = [getattr(args, m) for m in MODALITIES]
+    inputs = [args.bundle, args.cohort, args.lesion_mask, args.anatomy, args.air_mask, *named]
+    with protected(inputs):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.cohort and args.id is not None:
         raise CohortError(
             "--id names the patient of one set of files; with --cohort the ids come from cohort.csv"
@@ -243,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
         anatomy_format=args.anatomy_format,
     )
     what = "output folder (--out)"
-    check_replaceable(args.out, what)
+    check_replaceable(args.out, "predictions", what)
     report = bool(args.cohort) if args.report is None else args.report
     bundle_name = Path(args.bundle).name
     if args.cohort:
@@ -315,11 +345,8 @@ def default_patient_id(mask: Path) -> str:
 
 def main(argv: list[str] | None = None, prog: str = "rimnet predict") -> int:
     args = build_parser(prog).parse_args(argv)
-    try:
-        return run(args)
-    except RimnetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    code = run_command(run, args)
+    return 2 if isinstance(code, CommandFailed) else code
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from rimnet.config import CONFIG_DIR, register_resolvers
 from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
 from rimnet.errors import exit_on_error
+from rimnet.preflight import start
 
 
 def summary(cache: PatchCache) -> str:
@@ -32,7 +33,7 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="preprocess")
 @exit_on_error
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     cache = build_cache(
         cfg.cohort,
         cfg.cache_dir,
@@ -41,6 +42,11 @@ def main(cfg: DictConfig) -> None:
         progress=cfg.progress,
     )
     print(summary(cache))
+
+
+def main() -> None:
+    """The stage's command line (``rimnet preprocess``): checked, then run by Hydra."""
+    start(hydra_main, "preprocess")
 
 
 if __name__ == "__main__":

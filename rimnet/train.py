@@ -18,19 +18,23 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rimnet.config import CONFIG_DIR, normalise_overrides, register_resolvers
 from rimnet.errors import ConfigError, exit_on_error
+from rimnet.io import protected
+from rimnet.preflight import run_folder_problem, unknown_key
 from rimnet.training.engine import RunSpec, write_predictions
 from rimnet.training.protocol import run_nested_job, run_nested_jobs
-from rimnet.training.run import check_config, claim_run_folder, external_ids, prepare_data
+from rimnet.training.run import (
+    check_config,
+    check_resume,
+    claim_run_folder,
+    external_ids,
+    prepare_data,
+)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training run; returns the test metrics (empty when ``test=false``)."""
     check_config(cfg)
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path} does not exist (resume from <run "
-            f"folder>/checkpoints/last.ckpt)"
-        )
+    check_resume(cfg)
     out = claim_run_folder(cfg.run.dir)
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
     cache, splits = prepare_data(cfg)
@@ -143,7 +147,13 @@ def main() -> None:
     ``+experiment=``; an unknown choice or a missing launcher extra is an ``error:`` line and
     exit 2 before Hydra starts."""
     overrides = normalise_overrides(sys.argv[1:])
-    problem = unknown_choice(overrides) or missing_launcher(overrides)
+    multirun = any(a in ("-m", "--multirun") for a in overrides)
+    problem = (
+        unknown_choice(overrides)
+        or missing_launcher(overrides)
+        or run_folder_problem(overrides, multirun)
+        or unknown_key(overrides, "train")
+    )
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
@@ -154,6 +164,13 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_error
 def hydra_main(cfg: DictConfig) -> float | None:
+    user_cohort = [] if cfg.data.synthetic else [cfg.data.cohort]
+    with protected([cfg.ckpt_path, cfg.data.splits_file, *user_cohort]):
+        return run_protocol(cfg)
+
+
+def run_protocol(cfg: DictConfig) -> float | None:
+    """The job the config asks for; returns the test AUROC (mean over folds for ``cv``)."""
     kind = protocol(cfg)
     if kind == "cv":
         jobs = run_nested_jobs(fold_configs(cfg))

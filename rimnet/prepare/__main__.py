@@ -8,6 +8,8 @@ from omegaconf import DictConfig
 
 from rimnet.config import CONFIG_DIR, register_resolvers
 from rimnet.errors import exit_on_error
+from rimnet.io import protected
+from rimnet.preflight import start
 from rimnet.prepare.cohort import config_from, prepare_bids
 
 register_resolvers()
@@ -15,9 +17,15 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
 @exit_on_error
-def main(cfg: DictConfig) -> None:
-    csv = prepare_bids(cfg.bids, cfg.out, config_from(cfg), progress=cfg.progress)
+def hydra_main(cfg: DictConfig) -> None:
+    with protected([cfg.bids]):
+        csv = prepare_bids(cfg.bids, cfg.out, config_from(cfg), progress=cfg.progress)
     print(f"cohort written: {csv} (report: {csv.parent / 'prepare_report.csv'})")
+
+
+def main() -> None:
+    """The stage's command line (``rimnet prepare``): checked, then run by Hydra."""
+    start(hydra_main, "prepare")
 
 
 if __name__ == "__main__":
