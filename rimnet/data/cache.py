@@ -24,7 +24,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rimnet.data.candidates import CandidateRules, extract_candidates, rim_instances_outside
-from rimnet.data.cohort import CohortError, PatientVolumes, load_patient, read_cohort
+from rimnet.data.cohort import (
+    CohortError,
+    PatientVolumes,
+    cohort_files,
+    load_patient,
+    read_cohort,
+)
 from rimnet.data.contract import (
     LESION_COLUMNS,
     MASKS,
@@ -36,7 +42,7 @@ from rimnet.data.contract import (
     normalise,
 )
 from rimnet.data.patches import ROTATIONS, ElasticDeformer, rotate
-from rimnet.errors import ConfigError
+from rimnet.errors import ConfigError, RimnetError
 from rimnet.io import (
     atomic_dir,
     check_replaceable,
@@ -44,6 +50,7 @@ from rimnet.io import (
     file_signature,
     fingerprint,
     lock_for,
+    protected,
     write_json,
 )
 
@@ -175,7 +182,7 @@ def build_cache(
         >>> cache.patches.shape  # doctest: +SKIP
         (4312, 3, 32, 32, 32)
     """
-    check_replaceable(cache_dir, "cache_dir")
+    check_replaceable(cache_dir, "patch-cache", "cache_dir")
     with file_lock(lock_for(cache_dir)):
         return _build_cache(cohort_csv, cache_dir, cfg, force, progress)
 
@@ -201,14 +208,12 @@ def _build_cache(
         }
     )
     cache_dir = Path(cache_dir)
-    meta_path = cache_dir / "meta.json"
-    if (
-        not force
-        and meta_path.exists()
-        and json.loads(meta_path.read_text()).get("fingerprint") == cache_hash
-    ):
+    if not force and read_meta(cache_dir, missing_ok=True).get("fingerprint") == cache_hash:
         return load_cache(cache_dir)
-    with atomic_dir(cache_dir, "patch-cache", "cache_dir") as tmp:
+    with (
+        protected(cohort_files(cohort_csv, cohort)),
+        atomic_dir(cache_dir, "patch-cache", "cache_dir") as tmp,
+    ):
         rows, patients = _write_patches(cohort, cfg, tmp / "patches.bin", progress)
         lesions = pd.DataFrame(rows, columns=LESION_COLUMNS)
         lesions.to_csv(tmp / "lesions.csv", index=False)
@@ -389,24 +394,71 @@ def _meta(
     }
 
 
-def load_cache(cache_dir: str | Path) -> PatchCache:
-    """Open a cache folder; patches are memory-mapped read-only."""
+class CacheError(RimnetError):
+    """A damaged patch cache (the message says how to rebuild it)."""
+
+
+def _damaged(cache_dir: Path, problem: str) -> CacheError:
+    return CacheError(
+        f"patch cache {cache_dir} is damaged: {problem}; rebuild it with force=true "
+        "(rimnet preprocess ... force=true)"
+    )
+
+
+def read_meta(cache_dir: str | Path, missing_ok: bool = False) -> dict:
+    """``meta.json`` of a cache ({} when absent and ``missing_ok``); a damaged one is a
+    :class:`CacheError` naming the cache."""
     cache_dir = Path(cache_dir)
-    meta_path = cache_dir / "meta.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(
-            f"{cache_dir} is not a patch cache (no meta.json); run python -m rimnet.preprocess"
+    path = cache_dir / "meta.json"
+    if not path.is_file():
+        if missing_ok:
+            return {}
+        raise CacheError(
+            f"{cache_dir} is not a patch cache (no meta.json); build it with rimnet preprocess"
         )
-    meta = json.loads(meta_path.read_text())
-    shape = tuple(meta["shape"])
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _damaged(cache_dir, f"meta.json is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise _damaged(cache_dir, "meta.json does not hold an object")
+    return meta
+
+
+def load_cache(cache_dir: str | Path) -> PatchCache:
+    """Open a cache folder; patches are memory-mapped read-only. A truncated or damaged file is a
+    :class:`CacheError` that says how to rebuild the cache."""
+    cache_dir = Path(cache_dir)
+    meta = read_meta(cache_dir)
+    try:
+        shape, dtype = tuple(int(n) for n in meta["shape"]), np.dtype(meta["dtype"])
+        list(meta["modalities"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _damaged(cache_dir, f"meta.json lacks or garbles {exc}") from None
+    expected = int(np.prod(shape)) * dtype.itemsize
+    data = cache_dir / "patches.bin"
+    size = data.stat().st_size if data.is_file() else -1
+    if shape[0] and size != expected:
+        raise _damaged(
+            cache_dir, f"patches.bin holds {max(size, 0)} bytes where meta.json says {expected}"
+        )
     if shape[0] == 0:
-        patches = np.zeros(shape, dtype=meta["dtype"])
+        patches = np.zeros(shape, dtype=dtype)
     else:
-        patches = np.memmap(cache_dir / "patches.bin", dtype=meta["dtype"], mode="r", shape=shape)
-    lesions = pd.read_csv(
-        cache_dir / "lesions.csv", dtype={"excluded": str, "location": str}, keep_default_na=False
-    )
-    patients = pd.read_csv(
-        cache_dir / "patients.csv", dtype={"patient_id": str, "scanner": str}, keep_default_na=False
-    )
+        patches = np.memmap(data, dtype=dtype, mode="r", shape=shape)
+    try:
+        lesions = pd.read_csv(
+            cache_dir / "lesions.csv",
+            dtype={"excluded": str, "location": str},
+            keep_default_na=False,
+        )
+        patients = pd.read_csv(
+            cache_dir / "patients.csv",
+            dtype={"patient_id": str, "scanner": str},
+            keep_default_na=False,
+        )
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise _damaged(cache_dir, f"its tables cannot be read ({exc})") from None
+    if len(lesions) != shape[0] or not set(LESION_COLUMNS) <= set(lesions.columns):
+        raise _damaged(cache_dir, f"lesions.csv has {len(lesions)} rows for {shape[0]} patches")
     return PatchCache(patches, lesions, patients, meta, cache_dir)

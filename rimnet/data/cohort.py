@@ -25,6 +25,9 @@ class CohortError(RimnetError):
     """Bad input: the message names the patient, the file and what is wrong."""
 
 
+MAX_ID_BYTES = 128  # a folder name, plus rimnet's temporary suffix, stays within 255 bytes
+
+
 def check_patient_id(pid: object, where: str = "") -> str:
     """Return ``pid`` if it is safe as a folder name, else raise :class:`CohortError`.
 
@@ -48,6 +51,8 @@ def check_patient_id(pid: object, where: str = "") -> str:
         problem = "contains a control character"
     elif text != text.strip():
         problem = "starts or ends with whitespace"
+    elif len(text.encode()) > MAX_ID_BYTES:
+        problem = f"is {len(text.encode())} bytes long (at most {MAX_ID_BYTES})"
     if problem:
         raise CohortError(
             f"patient id {text!r}{at} {problem}; ids become folder names: use letters, digits, "
@@ -134,6 +139,13 @@ def read_cohort(
     return df
 
 
+def cohort_files(csv: str | Path, cohort: pd.DataFrame) -> list[str]:
+    """The cohort table and every file it names (the inputs a stage must never write over)."""
+    columns = [c for c in cohort.columns if c not in ("patient_id", "site", "scanner")]
+    named = (str(v) for c in columns for v in cohort[c] if str(v))
+    return [str(csv), *(v for v in named if Path(v).exists())]
+
+
 def _load(pid: str, column: str, path: str) -> nib.Nifti1Image:
     p = Path(path)
     if not p.exists():
@@ -166,6 +178,9 @@ def _read_array(pid: str, column: str, path: str, img: nib.Nifti1Image, kind: st
     return arr
 
 
+LABEL_MAX = 2**31 - 1  # labels are stored as int32
+
+
 def check_labels(pid: str, column: str, path: str, arr: np.ndarray) -> np.ndarray:
     """Label masks must be integer-valued (within 1e-3) and >= 0; returns them as int32.
 
@@ -188,6 +203,11 @@ def check_labels(pid: str, column: str, path: str, arr: np.ndarray) -> np.ndarra
         raise CohortError(
             f"patient {pid}: {column} file {path} has negative label(s) {vals} "
             f"in {int((rounded < 0).sum())} voxel(s); labels must be 0 (background) or positive"
+        )
+    if rounded.size and rounded.max() > LABEL_MAX:
+        raise CohortError(
+            f"patient {pid}: {column} file {path} has label {int(rounded.max())}, above the "
+            f"largest label rimnet reads ({LABEL_MAX}); renumber the labels from 1"
         )
     return rounded.astype(np.int32)
 

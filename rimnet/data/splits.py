@@ -154,12 +154,26 @@ def _folds(splits: dict, key: str, source: str) -> list:
     return folds
 
 
+def _check_ids(fold: dict, keys: tuple[str, str], where: str, source: str) -> None:
+    """The id lists of one fold must be lists of patient ids written as strings."""
+    for key in keys:
+        ids = fold[key]
+        bad = [] if isinstance(ids, list) else [ids]
+        bad += [pid for pid in (ids if isinstance(ids, list) else []) if not isinstance(pid, str)]
+        if bad:
+            raise SplitError(
+                f"{source}: {where} '{key}' must be a list of patient ids as strings (in quotes), "
+                f"not {json.dumps(bad[:3], default=str)}"
+            )
+
+
 def _check_inner(inner_folds: list, k: int, train: set[str], source: str) -> None:
     """Inner folds of outer fold ``k``: every outer-training patient validates in exactly one."""
     seen: dict[str, int] = {}
     for j, inner in enumerate(inner_folds):
         if not isinstance(inner, dict) or not {"train", "val"} <= set(inner):
             raise SplitError(f"{source}: inner fold {k}.{j} needs 'train' and 'val' lists")
+        _check_ids(inner, ("train", "val"), f"inner fold {k}.{j}", source)
         if not inner["val"]:
             raise SplitError(f"{source}: inner fold {k}.{j} has an empty validation set")
         extra = sorted((set(inner["train"]) | set(inner["val"])) - train)
@@ -202,6 +216,7 @@ def validate_splits(splits: dict, patient_ids: list[str], source: str = "splits"
     for k, fold in enumerate(outer):
         if not isinstance(fold, dict) or not {"train", "test"} <= set(fold):
             raise SplitError(f"{source}: outer fold {k} needs 'train' and 'test' lists")
+        _check_ids(fold, ("train", "test"), f"outer fold {k}", source)
         if not fold["test"] or not fold["train"]:
             raise SplitError(
                 f"{source}: outer fold {k} has an empty "
@@ -232,6 +247,46 @@ def validate_splits(splits: dict, patient_ids: list[str], source: str = "splits"
         raise SplitError(f"{source}: patient(s) {missing[:5]} are in no outer test fold")
 
 
+def read_splits(path: Path) -> dict:
+    """A splits file's JSON (a clear :class:`SplitError` if it is not valid JSON)."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SplitError(f"splits file {path} is not valid JSON ({exc})") from exc
+
+
+def check_splits_file(path: str | Path, outer_folds: int, inner_folds: int) -> None:
+    """What can be checked of an existing splits file before any data is prepared: its JSON, the
+    types of its id lists and its fold counts against the config's."""
+    path = Path(path)
+    if not path.exists():
+        return
+    splits = read_splits(path)
+    if not isinstance(splits, dict):
+        raise SplitError(f"{path}: not a splits object (expected keys 'outer' and 'inner')")
+    outer, inner = _folds(splits, "outer", str(path)), _folds(splits, "inner", str(path))
+    for k, fold in enumerate(outer):
+        if not isinstance(fold, dict) or not {"train", "test"} <= set(fold):
+            raise SplitError(f"{path}: outer fold {k} needs 'train' and 'test' lists")
+        _check_ids(fold, ("train", "test"), f"outer fold {k}", str(path))
+        if not fold["test"] or not fold["train"]:
+            raise SplitError(
+                f"{path}: outer fold {k} has an empty "
+                f"{'test' if not fold['test'] else 'training'} set"
+            )
+    for k, folds in enumerate(inner):
+        for j, fold in enumerate(folds if isinstance(folds, list) else []):
+            if isinstance(fold, dict) and {"train", "val"} <= set(fold):
+                _check_ids(fold, ("train", "val"), f"inner fold {k}.{j}", str(path))
+    found = (len(outer), len(inner[0]) if isinstance(inner[0], list) else 0)
+    if found[0] != outer_folds or (found[1] and found[1] != inner_folds):
+        raise SplitError(
+            f"splits file {path} has {found[0]} outer x {found[1]} inner folds, but the config "
+            f"asks for data.outer_folds={outer_folds}, data.inner_folds={inner_folds}; set those "
+            "to the file's, or give data.splits_file=<a new path> to write new splits"
+        )
+
+
 def load_or_make_splits(
     path: str | Path,
     patients: pd.DataFrame,
@@ -245,10 +300,8 @@ def load_or_make_splits(
     path = Path(path)
     ids = patients["patient_id"].astype(str).tolist()
     if path.exists():
-        try:
-            splits = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SplitError(f"splits file {path} is not valid JSON ({exc})") from exc
+        check_splits_file(path, outer_folds, inner_folds)
+        splits = read_splits(path)
         validate_splits(splits, ids, str(path))
         return splits
     splits = make_splits(patients, lesions, outer_folds, inner_folds, seed)

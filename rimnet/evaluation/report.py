@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from rimnet.config import (  # noqa: E402
     cv_experiments,
@@ -54,6 +55,7 @@ PAPER_AUC = {
     "t2star_flair": 0.926,
     ICS_EXPERIMENT: 0.953,
 }
+PREDICTION_REQUIRED = ("lesion_id", "patient_id", "label", "prob")
 METRICS = ["accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
 
 
@@ -75,9 +77,10 @@ def load_predictions(
     for exp in cv_experiments():
         files = sorted((sweep_dir / exp).glob("fold*/predictions.csv"))
         if files:
-            found[exp] = pd.concat(
-                [pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True
-            )
+            for config in (f.parent / "resolved_config.yaml" for f in files):
+                if config.exists():
+                    load_job_config(config)
+            found[exp] = pd.concat([read_predictions(f) for f in files], ignore_index=True)
             if len(files) < n_folds:
                 missing.append(f"{exp}: only {len(files)} of {n_folds} folds found")
         else:
@@ -85,10 +88,56 @@ def load_predictions(
     for exp in inter_center_experiments():
         ens = sweep_dir / exp / "ensemble" / "predictions.csv"
         if ens.exists():
-            found[exp] = pd.read_csv(ens, keep_default_na=False)
+            found[exp] = read_predictions(ens)
         else:
             missing.append(f"{exp}: no ensemble predictions")
     return found, missing
+
+
+def load_job_config(path: Path) -> DictConfig:
+    """A job's ``resolved_config.yaml``; one that is not plain YAML (a ``!!python`` tag, a
+    broken file) is refused with a :class:`RimnetError`, never constructed."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # a YAML tag OmegaConf does not construct, a broken file
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise RimnetError(
+            f"{path} is not a plain YAML config rimnet wrote ({type(exc).__name__}: {first}); "
+            "rimnet does not load it"
+        ) from None
+    if not isinstance(cfg, DictConfig):
+        raise RimnetError(f"{path} is not a config rimnet wrote (not a mapping)")
+    return cfg
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """One ``predictions.csv``, checked: readable, with :data:`PREDICTION_REQUIRED` columns,
+    probabilities in [0, 1] and labels 0 or 1 (a clear error naming the file otherwise)."""
+    try:
+        pred = pd.read_csv(path, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise RimnetError(
+            f"predictions file {path} cannot be read as a table ({type(exc).__name__}); "
+            "train that job again (force=true)"
+        ) from None
+    missing = [c for c in PREDICTION_REQUIRED if c not in pred.columns]
+    if missing or pred.empty:
+        what = f"has no column {', '.join(missing)}" if missing else "holds no lesion"
+        raise RimnetError(f"predictions file {path} {what}; train that job again (force=true)")
+    prob = pd.to_numeric(pred["prob"], errors="coerce")
+    label = pd.to_numeric(pred["label"], errors="coerce")
+    bad_prob = ~prob.between(0, 1)  # NaN counts as outside
+    bad_label = ~label.isin([0, 1])
+    for bad, column, allowed in ((bad_prob, "prob", "in [0, 1]"), (bad_label, "label", "0 or 1")):
+        if bad.any():
+            values = pred.loc[bad, column].astype(str).unique()[:3].tolist()
+            raise RimnetError(
+                f"predictions file {path}: {int(bad.sum())} row(s) have {column} not "
+                f"{allowed} (e.g. {values}); train that job again (force=true)"
+            )
+    return pred.assign(prob=prob.astype(float), label=label.astype(int))
 
 
 def _table3_rows(pred: pd.DataFrame, name: str, section: str) -> list[dict]:
@@ -329,6 +378,8 @@ def write_report(
     sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = False, n_folds: int = 4
 ) -> dict:
     """Write every table and figure of the evaluation to ``out_dir``; returns the summary."""
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
+        raise RimnetError(f"n_folds={n_folds!r} must be an integer >= 1 (outer folds expected)")
     preds, missing = load_predictions(sweep_dir, n_folds)
     if not preds:
         raise RimnetError(
@@ -436,15 +487,13 @@ def _paper_extras(
 def _error_patches(errors: pd.DataFrame, experiment_dir: Path) -> dict[str, np.ndarray]:
     """The cached 28³ patches (the experiment's modalities) of the listed lesions, found through
     a job's resolved config; empty if the cache is gone."""
-    from omegaconf import OmegaConf
-
     from rimnet.data.cache import load_cache
     from rimnet.data.contract import center_crop
 
     configs = sorted(experiment_dir.glob("fold*/resolved_config.yaml"))
     if not configs or errors.empty:
         return {}
-    cfg = OmegaConf.load(configs[0])
+    cfg = load_job_config(configs[0])
     try:
         cache = load_cache(cfg.data.cache_dir)
     except (RimnetError, OSError, KeyError):

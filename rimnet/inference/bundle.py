@@ -71,6 +71,41 @@ class Bundle:
             nets.append(net.to(device).eval())
         return nets
 
+    def check(self, source: str | Path) -> Bundle:
+        """Raise :class:`BundleError` (naming ``source``) unless the values make sense and every
+        member's weights fit the network the bundle describes; returns the bundle."""
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1:
+            raise BundleError(f"bundle {source}: threshold {t!r} is not a probability in [0, 1]")
+        size, context = self.patch_size, self.context
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (size, context)) or not (
+            1 <= size <= context
+        ):
+            raise BundleError(
+                f"bundle {source}: patch size {size!r} and context {context!r} must be whole "
+                "numbers with 1 <= patch size <= context"
+            )
+        if not self.modalities or not all(isinstance(m, str) for m in self.modalities):
+            raise BundleError(f"bundle {source}: modalities {self.modalities!r} are not names")
+        try:
+            expected = {k: tuple(v.shape) for k, v in RimNet(**self.model).state_dict().items()}
+        except (TypeError, ValueError) as exc:
+            raise BundleError(
+                f"bundle {source}: model {self.model} cannot be built ({exc})"
+            ) from None
+        for n, state in enumerate(self.members):
+            shapes = {k: tuple(getattr(v, "shape", ())) for k, v in dict(state).items()}
+            if shapes != expected:
+                wrong = sorted(
+                    k for k in expected.keys() | shapes.keys() if shapes.get(k) != expected.get(k)
+                )
+                raise BundleError(
+                    f"bundle {source}: the weights of model {n + 1} do not fit the network it "
+                    f"describes ({self.model}; e.g. {wrong[0]}: {shapes.get(wrong[0])} where the "
+                    f"network has {expected.get(wrong[0])}); export it again"
+                )
+        return self
+
     def candidate_rules(self) -> CandidateRules:
         return CandidateRules(**self.rules)
 
@@ -133,18 +168,22 @@ class Bundle:
             )
         if not obj["members"]:
             raise BundleError(f"bundle {path} holds no model")
-        return cls(
-            modalities=list(obj["modalities"]),
-            model=dict(obj["model"]),
-            members=list(obj["members"]),
-            threshold=obj["threshold"],
-            threshold_rule=obj.get("threshold_rule", ""),
-            patch_size=obj["patch"]["patch_size"],
-            context=obj["patch"]["context"],
-            rules=dict(obj["rules"]),
-            experiment=obj.get("experiment", ""),
-            rimnet_version=obj.get("rimnet_version", ""),
-        )
+        try:
+            bundle = cls(
+                modalities=list(obj["modalities"]),
+                model=dict(obj["model"]),
+                members=[dict(m) for m in obj["members"]],
+                threshold=obj["threshold"],
+                threshold_rule=obj.get("threshold_rule", ""),
+                patch_size=obj["patch"]["patch_size"],
+                context=obj["patch"]["context"],
+                rules=dict(obj["rules"]),
+                experiment=obj.get("experiment", ""),
+                rimnet_version=obj.get("rimnet_version", ""),
+            )
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"bundle {path} is malformed ({exc}); export it again") from None
+        return bundle.check(path)
 
 
 def _read_checkpoint(ckpt: Path) -> tuple[dict, dict]:

@@ -163,6 +163,8 @@ def find_sessions(root: str | Path, participants: list[str] | None = None) -> li
     if not root.is_dir():
         raise BidsError(f"BIDS folder {root} does not exist")
     subjects = sorted(p.name[4:] for p in root.glob("sub-*") if p.is_dir())
+    for label in subjects:
+        check_label(root / f"sub-{label}", label)
     if participants:
         wanted = [str(p).removeprefix("sub-") for p in participants]
         missing = sorted(set(wanted) - set(subjects))
@@ -174,17 +176,37 @@ def find_sessions(root: str | Path, participants: list[str] | None = None) -> li
     out = []
     for sub in subjects:
         sessions = sorted(p.name[4:] for p in (root / f"sub-{sub}").glob("ses-*") if p.is_dir())
+        for label in sessions:
+            check_label(root / f"sub-{sub}" / f"ses-{label}", label)
         out += [find_session(root, sub, ses) for ses in (sessions or [""])]
     return out
 
 
+def check_label(folder: Path, label: str) -> None:
+    """A BIDS label (after ``sub-`` or ``ses-``) holds letters and digits only."""
+    if not label or not label.isalnum() or not label.isascii():
+        raise BidsError(
+            f"folder {folder} does not name a valid BIDS label ({label!r}): the label after "
+            "sub-/ses- holds letters and digits only"
+        )
+
+
 def participant_sites(root: str | Path) -> dict[str, str]:
-    """``participant label -> site`` from ``participants.tsv`` (empty if it has no site column)."""
+    """``participant label -> site`` from ``participants.tsv`` (empty if it has no site column;
+    a table without ``participant_id`` is a :class:`BidsError`)."""
     path = Path(root) / "participants.tsv"
     if not path.exists():
         return {}
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows or "site" not in rows[0] or "participant_id" not in rows[0]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise BidsError(f"{path} cannot be read as a tab-separated table ({exc})") from None
+    if rows and "participant_id" not in rows[0]:
+        raise BidsError(
+            f"{path} has no participant_id column (its columns: {', '.join(rows[0])}); BIDS "
+            "names each subject there as sub-<label>"
+        )
+    if not rows or "site" not in rows[0]:
         return {}
     return {r["participant_id"].removeprefix("sub-"): r["site"].strip() for r in rows}

@@ -22,7 +22,14 @@ from rimnet.data.anatomy import to_rimnet_codes
 from rimnet.data.cache import ordered_map
 from rimnet.data.cohort import check_patient_id
 from rimnet.errors import ConfigError
-from rimnet.io import atomic_dir, atomic_path, claim_folder, file_signature, fingerprint
+from rimnet.io import (
+    atomic_dir,
+    atomic_path,
+    check_replaceable,
+    claim_folder,
+    file_signature,
+    fingerprint,
+)
 from rimnet.prepare.bids import BidsError, Session, find_sessions, participant_sites
 from rimnet.prepare.phase import process_phase
 
@@ -63,8 +70,9 @@ def prepare_bids(
         PosixPath('prepared/cohort.csv')
     """
     bids = Path(bids)
-    sessions = find_sessions(bids, cfg.participant_label)
+    check_replaceable(out, "prepared-cohort", "output folder (out=)")
     sites = participant_sites(bids)
+    sessions = find_sessions(bids, cfg.participant_label)
     jobs = []
     for ses in sessions:
         check_patient_id(ses.patient_id, ses.label)

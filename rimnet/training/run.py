@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -9,9 +10,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
 from rimnet.data.contract import MODALITIES
-from rimnet.data.splits import load_or_make_splits
+from rimnet.data.splits import check_splits_file, load_or_make_splits
 from rimnet.errors import ConfigError, UnsafeFileError
-from rimnet.io import claim_folder, file_lock, fingerprint, lock_for, safe_load
+from rimnet.io import claim_folder, file_lock, fingerprint, hold_lock, lock_for, safe_load
 from rimnet.synth.cohort import generate_cohort
 
 ENGINE_KEY = "packed_engine"  # the checkpoint entry the packed engine resumes from
@@ -39,6 +40,7 @@ def claim_run_folder(path: str | Path) -> Path:
     if HydraConfig.initialized():
         hc = HydraConfig.get()
         ignore = frozenset({str(hc.output_subdir or ".hydra"), f"{hc.job.name}.log"})
+    hold_lock(path, "run folder")
     return claim_folder(path, "training-run", "run folder", ignore)
 
 
@@ -97,9 +99,92 @@ def check_config(cfg: DictConfig) -> None:
             problems.append(f"data.{key}={n!r} must be an integer >= {least}")
     if not _is_int(cfg.seed):
         problems.append(f"seed={cfg.seed!r} must be an integer")
+    workers = cfg.data.loader.get("num_workers", 0)
+    if not _is_int(workers) or workers < 0:
+        problems.append(f"data.loader.num_workers={workers!r} must be an integer >= 0")
+    problems += trainer_problems(cfg.trainer)
     if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
     check_fold_config(cfg)
+
+
+# What Lightning's Trainer accepts as ``precision`` (its documented values).
+PRECISIONS = {
+    *("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true"),
+    *("16-mixed", "bf16-mixed", "transformer-engine", "transformer-engine-float16"),
+}
+
+
+def trainer_problems(trainer: DictConfig) -> list[str]:
+    """Trainer settings that cannot work on this machine or that Lightning would refuse deep in
+    a run: an unknown precision, a GPU accelerator without a GPU."""
+    import torch
+
+    problems = []
+    precision = trainer.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        problems.append(
+            f"trainer.precision={precision!r} is not one of Lightning's: "
+            f"{', '.join(sorted(PRECISIONS))}"
+        )
+    accelerator = str(trainer.get("accelerator") or "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        problems.append(
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU that torch can "
+            "use (trainer=cpu, or accelerator=auto)"
+        )
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        problems.append("trainer.accelerator=mps but this machine has no Apple GPU")
+    elif accelerator not in ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu"):
+        problems.append(f"trainer.accelerator={accelerator!r} is not one of auto, cpu, gpu, mps")
+    if not problems:  # the rest as Lightning itself checks it, before any work
+        import hydra
+        from hydra.errors import InstantiationException
+
+        quiet = [
+            logging.getLogger(n) for n in ("pytorch_lightning", "lightning", "lightning.pytorch")
+        ]
+        levels = [q.level for q in quiet]
+        try:
+            for q in quiet:
+                q.setLevel(logging.ERROR)  # no "GPU available" lines for a mere check
+            hydra.utils.instantiate(trainer, logger=False, callbacks=[])
+        except InstantiationException as exc:
+            cause = exc.__cause__ or exc
+            problems.append(f"trainer: Lightning refuses these settings ({cause})")
+        finally:
+            for q, level in zip(quiet, levels):
+                q.setLevel(level)
+    return problems
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """``ckpt_path`` must exist, load safely and hold weights that fit the configured network."""
+    import hydra
+
+    path = cfg.get("ckpt_path")
+    if path is None:
+        return
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"ckpt_path={path} does not exist (resume from <run folder>/checkpoints/last.ckpt)"
+        )
+    ckpt = safe_load(path, "checkpoint (ckpt_path)")
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"ckpt_path={path} has no state_dict: not a checkpoint of rimnet train")
+    expected = {
+        f"net.{k}": tuple(v.shape)
+        for k, v in hydra.utils.instantiate(cfg.model.net).state_dict().items()
+    }
+    found = {k: tuple(getattr(v, "shape", ())) for k, v in state.items() if k.startswith("net.")}
+    wrong = sorted(k for k in expected.keys() | found.keys() if found.get(k) != expected.get(k))
+    if wrong:
+        raise ConfigError(
+            f"ckpt_path={path} holds weights of another network ({wrong[0]}: "
+            f"{found.get(wrong[0])} where model.net gives {expected.get(wrong[0])}); resume with "
+            "the model settings it was trained with"
+        )
 
 
 def check_fold_config(cfg: DictConfig) -> None:
@@ -154,6 +239,8 @@ def prepare_data(cfg: DictConfig) -> tuple[PatchCache, dict]:
     sweep jobs wait for the first one to build all this.
     """
     cohort = Path(cfg.data.cohort)
+    if not cfg.get("train_sites"):
+        check_splits_file(cfg.data.splits_file, cfg.data.outer_folds, cfg.data.inner_folds)
     if cfg.data.synthetic:
         with file_lock(lock_for(cohort.parent)):
             cohort = generate_cohort(cohort.parent, cfg.data.scale, seed=cfg.data.synth_seed)
