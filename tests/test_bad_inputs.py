@@ -115,6 +115,8 @@ def run_entry(stage: str, argv: list[str]) -> int:
         "preprocess": "rimnet.preprocess",
         "synth": "rimnet.synth.__main__",
         "train": "rimnet.train",
+        "evaluate": "rimnet.evaluate",
+        "prepare": "rimnet.prepare.__main__",
     }[stage]
     main = __import__(module, fromlist=["main"]).main
     old = sys.argv
@@ -566,7 +568,7 @@ CASES: dict[str, tuple[str, Callable[[World], list[str]], list[str]]] = {
     "predict --out is the cohort folder": (
         "predict",
         lambda w: _cohort_predict(w)[:-4] + ["--out", str(w.root / "cohort")],
-        ["cohort", "not written by rimnet"],
+        ["cohort", "holds this command's input"],
     ),
     "predict cohort id '..'": (
         "predict",

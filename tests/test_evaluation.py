@@ -237,7 +237,7 @@ def _synthetic_sweep(sweep: Path) -> pd.DataFrame:
             (sweep / e / f"fold{k}").mkdir(parents=True)
             p[p.fold == k].to_csv(sweep / e / f"fold{k}" / "predictions.csv", index=False)
     lau = base[base.site == "lausanne"].assign(
-        prob=lambda d: d.label * 0.5 + rng.random(len(d)) * 0.6, fold="ensemble"
+        prob=lambda d: np.clip(d.label * 0.5 + rng.random(len(d)) * 0.6, 0, 1), fold="ensemble"
     )
     (sweep / ICS_EXPERIMENT / "ensemble").mkdir(parents=True)
     lau.to_csv(sweep / ICS_EXPERIMENT / "ensemble" / "predictions.csv", index=False)
