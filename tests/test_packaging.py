@@ -4,6 +4,7 @@ script dispatches every stage."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,7 +20,13 @@ def installed(tmp_path_factory) -> dict[str, str]:
     """The wheel built from this checkout, installed (without dependencies) into a folder that
     comes first on PYTHONPATH; returns the environment that runs it."""
     tmp = tmp_path_factory.mktemp("wheel")
-    build = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation"]
+    source = tmp / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("rimnet", "conf"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    build = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation"]
     subprocess.run([*build, "-w", str(tmp / "dist"), "-q"], check=True, cwd=tmp)
     (wheel,) = (tmp / "dist").glob("rimnet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
