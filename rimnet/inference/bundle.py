@@ -4,8 +4,9 @@ A bundle is a ``torch.save``-d dict of tensors and plain values only, so it load
 ``torch.load(weights_only=True)`` and needs no Hydra run folder::
 
     format, bundle_version, rimnet_version, experiment, modalities (order = network channels),
-    model (RimNet keyword arguments), patch (patch size, stored context, normalisation),
-    rules (candidate rules of preprocessing), threshold (+ how it was chosen), members (state dicts)
+    network (the registered class, by import path), model (its keyword arguments),
+    patch (patch size, stored context, normalisation), rules (candidate rules of preprocessing),
+    threshold (+ how it was chosen), members (state dicts)
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ import torch
 
 from rimnet import __version__
 from rimnet.data.candidates import CandidateRules
-from rimnet.errors import RimnetError, UnsafeFileError
+from rimnet.errors import ConfigError, RimnetError, UnsafeFileError
 from rimnet.evaluation.stats import threshold_at_specificity
 from rimnet.io import atomic_path, safe_load
 from rimnet.models import RimNet
-from rimnet.training.module import CHECKPOINT_KEY
+from rimnet.models.registry import (
+    CHECKPOINT_KEY,
+    NetworkError,
+    build_network,
+    network_name,
+)
 
 BUNDLE_FORMAT = "rimnet-bundle"
 BUNDLE_VERSION = 2  # 2: RimNet convolutions before batch norm carry no bias
@@ -61,12 +67,14 @@ class Bundle:
     rules: dict = field(default_factory=lambda: asdict(CandidateRules()))
     experiment: str = ""
     rimnet_version: str = __version__
+    network: str = network_name(RimNet)
 
-    def networks(self, device: str | torch.device = "cpu") -> list[RimNet]:
-        """The member networks, in eval mode on ``device``."""
+    def networks(self, device: str | torch.device = "cpu") -> list[torch.nn.Module]:
+        """The member networks (the registered class the bundle names), in eval mode on
+        ``device``."""
         nets = []
         for state in self.members:
-            net = RimNet(**self.model)
+            net = build_network(self.network, self.model)
             net.load_state_dict(state)
             nets.append(net.to(device).eval())
         return nets
@@ -88,11 +96,10 @@ class Bundle:
         if not self.modalities or not all(isinstance(m, str) for m in self.modalities):
             raise BundleError(f"bundle {source}: modalities {self.modalities!r} are not names")
         try:
-            expected = {k: tuple(v.shape) for k, v in RimNet(**self.model).state_dict().items()}
-        except (TypeError, ValueError) as exc:
-            raise BundleError(
-                f"bundle {source}: model {self.model} cannot be built ({exc})"
-            ) from None
+            net = build_network(self.network, self.model)
+        except (NetworkError, ConfigError) as exc:
+            raise BundleError(f"bundle {source}: {exc}") from None
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         for n, state in enumerate(self.members):
             shapes = {k: tuple(getattr(v, "shape", ())) for k, v in dict(state).items()}
             if shapes != expected:
@@ -110,14 +117,16 @@ class Bundle:
         return CandidateRules(**self.rules)
 
     def save(self, path: str | Path) -> Path:
-        """Write the bundle atomically; an existing file there is replaced only if it is a
-        bundle."""
+        """Write the bundle atomically (after :meth:`check`); an existing file there is replaced
+        only if it is a bundle."""
+        self.check(path)
         obj = {
             "format": BUNDLE_FORMAT,
             "bundle_version": BUNDLE_VERSION,
             "rimnet_version": self.rimnet_version,
             "experiment": self.experiment,
             "modalities": list(self.modalities),
+            "network": self.network,
             "model": dict(self.model),
             "patch": {
                 "patch_size": self.patch_size,
@@ -180,6 +189,7 @@ class Bundle:
                 rules=dict(obj["rules"]),
                 experiment=obj.get("experiment", ""),
                 rimnet_version=obj.get("rimnet_version", ""),
+                network=str(obj.get("network", network_name(RimNet))),
             )
         except (TypeError, ValueError) as exc:
             raise BundleError(f"bundle {path} is malformed ({exc}); export it again") from None
@@ -208,9 +218,9 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict, dict]:
 
 def _same_run_kind(descriptions: list[dict], ckpts: list[Path]) -> dict:
     """The members of an ensemble must share network, modalities, patch and candidate rules."""
-    keys = ("model", "modalities", "patch", "rules")
+    keys = ("network", "model", "modalities", "patch", "rules")
     for desc, ckpt in zip(descriptions[1:], ckpts[1:]):
-        differ = [k for k in keys if desc[k] != descriptions[0][k]]
+        differ = [k for k in keys if desc.get(k) != descriptions[0].get(k)]
         if differ:
             raise BundleError(
                 f"checkpoint {ckpt} differs from {ckpts[0]} in {differ}: not one experiment's "
@@ -276,5 +286,6 @@ def export_bundle(source: str | Path, out: str | Path, specificity: float = 0.95
         context=run["patch"]["context"],
         rules=dict(run["rules"]),
         experiment=str(run.get("experiment", "")),
+        network=str(run.get("network", network_name(RimNet))),
     )
     return bundle.save(out)

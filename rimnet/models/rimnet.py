@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rimnet.errors import ConfigError
+from rimnet.models.registry import register
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -40,6 +41,7 @@ class Branch(nn.Module):
         self.close = nn.Conv3d(w3, bottleneck, 1) if bottleneck else nn.Identity()
 
 
+@register
 class RimNet(nn.Module):
     """Multimodal (two-branch) or unimodal (one-branch) RimNet.
 
@@ -92,6 +94,14 @@ class RimNet(nn.Module):
             c = h
         self.head = nn.Sequential(*layers, nn.Linear(c, 2))
         self.apply(_xavier)
+
+    @classmethod
+    def packed(cls, k: int, **config: object) -> nn.Module:
+        """``k`` members of this topology as one :class:`~rimnet.models.PackedRimNet`
+        (``engine=packed``)."""
+        from rimnet.models.packed import PackedRimNet
+
+        return PackedRimNet(k, **config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, 2) for patches (B, n_modalities, S, S, S)."""

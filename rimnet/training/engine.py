@@ -73,6 +73,7 @@ def instantiate_list(node: DictConfig | None) -> list:
 def inference_description(cfg: DictConfig) -> dict:
     """What inference needs besides the weights, in plain values (stored in every checkpoint)."""
     pre = OmegaConf.to_container(cfg.data.preprocess, resolve=True)
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
     return {
         "format": "rimnet-checkpoint",
         "rimnet_version": __version__,
@@ -80,6 +81,7 @@ def inference_description(cfg: DictConfig) -> dict:
         "fold": cfg.fold,
         "stage": str(cfg.run.stage),
         "modalities": list(cfg.modalities),
+        "model": {k: v for k, v in net.items() if not k.startswith("_")},
         "patch": {
             "patch_size": pre["patch_size"],
             "context": context_size(pre["patch_size"], pre["max_shift"]),

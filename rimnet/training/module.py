@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryAveragePrecision
 
-CHECKPOINT_KEY = "rimnet"  # the checkpoint entry that describes the run for inference
+from rimnet.models.registry import CHECKPOINT_KEY, network_config, network_name
 
 
 class RimNetModule(pl.LightningModule):
@@ -148,7 +148,8 @@ class RimNetModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {
             **self.inference,
-            "model": dict(getattr(self.net, "config", {})),
+            "network": network_name(type(self.net)),
+            "model": network_config(self.net, self.inference.get("model", {})),
         }
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -43,6 +43,7 @@ from rimnet.data.datamodule import PatchDataModule
 from rimnet.errors import ConfigError
 from rimnet.io import atomic_path, fingerprint, safe_load
 from rimnet.models.packed import PackedRimNet, member_view
+from rimnet.models.registry import CHECKPOINT_KEY, network_name, offers_packing
 from rimnet.models.rimnet import RimNet
 from rimnet.training.engine import (
     RunResult,
@@ -53,7 +54,7 @@ from rimnet.training.engine import (
     prediction_table,
 )
 from rimnet.training.member_adam import MemberAdam
-from rimnet.training.module import CHECKPOINT_KEY, RimNetModule
+from rimnet.training.module import RimNetModule
 from rimnet.training.run import ENGINE_KEY, finish_wandb, run_config, run_seed
 from rimnet.training.schedule import Staircase, StaircaseLR
 
@@ -112,6 +113,13 @@ class PackedEngine:
         self.max_members = max_members
 
     def run(self, specs: list[RunSpec], cache: PatchCache) -> list[RunResult]:
+        for spec in specs[:1]:
+            target = str(spec.cfg.model.net.get("_target_"))
+            if not offers_packing(target):
+                raise ConfigError(
+                    f"engine=packed: the network {target} does not offer packing (no packed(k) "
+                    "class method); use engine=sequential or engine=auto"
+                )
         results: dict[int, RunResult] = {}
         for group in _groups(specs):
             for start in range(0, len(group), self.max_members):
@@ -136,10 +144,12 @@ class AutoEngine:
 
 
 def packable(cfg: DictConfig) -> bool:
-    """Whether ``engine=auto`` packs this run: one CUDA device, precision 32/64/bf16-mixed."""
+    """Whether ``engine=auto`` packs this run: a network that offers packing, one CUDA device,
+    precision 32/64/bf16-mixed."""
     t = cfg.trainer
     return (
-        torch.cuda.is_available()
+        offers_packing(str(cfg.model.net.get("_target_")))
+        and torch.cuda.is_available()
         and str(t.get("accelerator")) in ("gpu", "cuda", "auto")
         and t.get("devices", 1) in (1, "1")
         and t.get("strategy") in (None, "auto")
@@ -547,7 +557,11 @@ class Pack:
             "lr_schedulers": [],
             "callbacks": {"StaircaseLR": m.staircase.state_dict()},
             "hyper_parameters": dict(m.module.hparams),
-            CHECKPOINT_KEY: {**m.module.inference, "model": dict(self.packed.config)},
+            CHECKPOINT_KEY: {
+                **m.module.inference,
+                "network": network_name(RimNet),
+                "model": dict(self.packed.config),
+            },
             ENGINE_KEY: {
                 "next_epoch": m.epoch,
                 "done": m.done,
