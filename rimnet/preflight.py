@@ -24,9 +24,34 @@ def _split(override: str) -> tuple[str, str, str]:
     return key.strip(), sep, value
 
 
-def _groups() -> set[str]:
-    conf = Path(CONFIG_DIR)
-    return {str(p.relative_to(conf)) for p in conf.rglob("*") if p.is_dir()} | {"hydra/launcher"}
+def config_dirs(argv: list[str]) -> list[Path]:
+    """The config folders Hydra will search: rimnet's, then those of ``--config-dir``/``-cd`` and
+    of ``hydra.searchpath=[file://...]`` (a user's own experiments and models)."""
+    dirs = [Path(CONFIG_DIR)]
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(Path(argv[i + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+        key, sep, value = _split(arg)
+        if sep and key.lstrip("+") == "hydra.searchpath":
+            for entry in value.strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("file://"):
+                    dirs.append(Path(entry[len("file://") :]))
+    return [d for d in dirs if d.is_dir()]
+
+
+def group_choices(argv: list[str], group: str) -> list[str]:
+    """The choices of a config group (``experiment``, ``model``, ...) in every searched folder."""
+    return sorted({p.stem for d in config_dirs(argv) for p in (d / group).glob("*.yaml")})
+
+
+def _groups(argv: list[str]) -> set[str]:
+    groups = {"hydra/launcher"}
+    for conf in config_dirs(argv):
+        groups |= {str(p.relative_to(conf)) for p in conf.rglob("*") if p.is_dir()}
+    return groups
 
 
 def _first_choice(value: str) -> str:
@@ -66,10 +91,12 @@ def unknown_key(overrides: list[str], config_name: str) -> str | None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    groups = _groups()
+    groups = _groups(overrides)
     chosen, values = [], []
     for override in overrides:
         key, sep, value = _split(override)
+        if sep and key.lstrip("+") == "hydra.searchpath":
+            chosen.append(override)
         if not sep or key.startswith(("+", "~", "hydra.", "hydra/")) or "@" in key:
             continue
         if key in groups:
@@ -78,6 +105,11 @@ def unknown_key(overrides: list[str], config_name: str) -> str | None:
             values.append(key)
     if not values:
         return None
+    extra = [d for d in config_dirs(overrides)[1:] if str(d) not in str(chosen)]
+    if extra:  # --config-dir: searched as well
+        listed = ",".join(f"file://{d.resolve()}" for d in extra)
+        chosen = [c for c in chosen if not c.lstrip("+").startswith("hydra.searchpath")]
+        chosen.append(f"hydra.searchpath=[{listed}]")
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(CONFIG_DIR, version_base="1.3"):

@@ -13,27 +13,25 @@ import sys
 from pathlib import Path
 
 import hydra
-import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rimnet.config import CONFIG_DIR, normalise_overrides, register_resolvers
 from rimnet.errors import ConfigError, exit_on_error
 from rimnet.io import protected
-from rimnet.preflight import run_folder_problem, unknown_key
-from rimnet.training.engine import RunSpec, write_predictions
-from rimnet.training.protocol import run_nested_job, run_nested_jobs
-from rimnet.training.run import (
-    check_config,
-    check_resume,
-    claim_run_folder,
-    external_ids,
-    prepare_data,
-)
+from rimnet.preflight import config_dirs, group_choices, run_folder_problem, unknown_key
+
+# torch and Lightning are imported where work starts, so --help, --cfg and config errors answer
+# without them.
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training run; returns the test metrics (empty when ``test=false``)."""
+    from rimnet.training.checks import check_config
+
     check_config(cfg)
+    from rimnet.training.engine import RunSpec, write_predictions
+    from rimnet.training.run import check_resume, claim_run_folder, external_ids, prepare_data
+
     check_resume(cfg)
     out = claim_run_folder(cfg.run.dir)
     OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
@@ -114,16 +112,16 @@ def missing_launcher(overrides: list[str]) -> str | None:
 def unknown_choice(overrides: list[str]) -> str | None:
     """The error for a config-group choice that does not exist (``experiment=typo``,
     ``engine=fast``, ``hydra/launcher=x``), else None; comma lists of ``-m`` sweeps are checked
-    item by item."""
-    conf = Path(CONFIG_DIR)
+    item by item, and the folders of ``--config-dir`` and ``hydra.searchpath`` count too."""
+    groups = {str(p.relative_to(d)) for d in config_dirs(overrides) for p in d.rglob("*")}
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
         if not sep or "(" in value:  # no value, or a sweep function such as choice(...)
             continue
         if key == "hydra/launcher":
             choices = ["basic", *LAUNCHERS]
-        elif (conf / key).is_dir():
-            choices = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+        elif key in groups and not key.endswith(".yaml"):
+            choices = group_choices(overrides, key)
         else:
             continue
         for choice in (v.strip() for v in value.strip("[]").split(",")):
@@ -171,6 +169,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def run_protocol(cfg: DictConfig) -> float | None:
     """The job the config asks for; returns the test AUROC (mean over folds for ``cv``)."""
+    import numpy as np
+
+    from rimnet.training.checks import check_config
+
+    check_config(cfg)  # before torch and Lightning load: a config error answers at once
+    from rimnet.training.protocol import run_nested_job, run_nested_jobs
+
     kind = protocol(cfg)
     if kind == "cv":
         jobs = run_nested_jobs(fold_configs(cfg))

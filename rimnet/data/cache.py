@@ -166,6 +166,16 @@ def check_rim_annotation(vol: PatientVolumes, table: pd.DataFrame, policy: str, 
         )
 
 
+def synthetic_cohort(cohort_csv: str | Path, scale: str, seed: int) -> Path:
+    """The synthetic cohort whose table is ``cohort_csv``, generated on first use (under a lock,
+    so parallel jobs wait for the first); returns its ``cohort.csv``."""
+    from rimnet.synth.cohort import generate_cohort
+
+    folder = Path(cohort_csv).parent
+    with file_lock(lock_for(folder)):
+        return generate_cohort(folder, scale, seed=seed)
+
+
 def build_cache(
     cohort_csv: str | Path,
     cache_dir: str | Path,

@@ -35,9 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from rimnet.errors import ConfigError, OwnershipError
 from rimnet.io import atomic_path, claim_folder, fingerprint, safe_glob, write_json
+from rimnet.training.checks import check_config
 from rimnet.training.engine import RunSpec, write_predictions
 from rimnet.training.run import (
-    check_config,
     claim_run_folder,
     external_ids,
     prepare_data,

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
-from rimnet.data.contract import MODALITIES
+from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache, synthetic_cohort
 from rimnet.data.splits import check_splits_file, load_or_make_splits
 from rimnet.errors import ConfigError, UnsafeFileError
 from rimnet.io import claim_folder, file_lock, fingerprint, hold_lock, lock_for, safe_load
-from rimnet.synth.cohort import generate_cohort
 
 ENGINE_KEY = "packed_engine"  # the checkpoint entry the packed engine resumes from
 
@@ -44,120 +41,6 @@ def claim_run_folder(path: str | Path) -> Path:
     return claim_folder(path, "training-run", "run folder", ignore)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_config(cfg: DictConfig) -> None:
-    """The values a training job relies on, checked before any work with an error that names
-    the key, the value and what is allowed (types and ranges; the folds by
-    :func:`check_fold_config`)."""
-    problems = []
-    mods = list(cfg.modalities)
-    if not 1 <= len(mods) <= 2 or len(set(mods)) != len(mods) or set(mods) - set(MODALITIES):
-        problems.append(
-            f"modalities={mods} must be one or two different names of {list(MODALITIES)}"
-        )
-    net = cfg.model.get("net") or {}
-    widths, fc = list(net.get("widths", [1, 1, 1])), list(net.get("fc", []))
-    if len(widths) != 3 or not all(_is_int(w) and w >= 1 for w in widths):
-        problems.append(f"model.net.widths={widths} must be three channel counts >= 1")
-    if not all(_is_int(h) and h >= 1 for h in fc):
-        problems.append(f"model.net.fc={fc} must be hidden sizes >= 1")
-    rates = list(cfg.schedule.rates)
-    if not rates or not all(isinstance(r, (int, float)) and r > 0 for r in rates):
-        problems.append(f"schedule.rates={rates} must be a non-empty list of positive rates")
-    if not _is_int(cfg.schedule.patience) or cfg.schedule.patience < 1:
-        problems.append(f"schedule.patience={cfg.schedule.patience!r} must be an integer >= 1")
-    fixed = cfg.schedule.get("fixed_epochs")
-    if fixed is not None and (
-        len(fixed) != len(rates) or not all(_is_int(e) and e >= 0 for e in fixed)
-    ):
-        problems.append(
-            f"schedule.fixed_epochs={list(fixed)} must give a whole number of epochs >= 0 for "
-            f"each of the {len(rates)} rates"
-        )
-    batch = cfg.data.loader.get("batch_size")
-    if not _is_int(batch) or batch < 1:
-        problems.append(f"data.loader.batch_size={batch!r} must be an integer >= 1")
-    epochs = cfg.trainer.get("max_epochs")
-    if epochs is not None and (not _is_int(epochs) or (epochs < 1 and epochs != -1)):
-        problems.append(f"trainer.max_epochs={epochs!r} must be an integer >= 1 (or -1: no cap)")
-    weights = cfg.get("class_weights")
-    if weights not in (None, "balanced") and not (
-        not isinstance(weights, str)
-        and len(weights) == 2
-        and all(isinstance(w, (int, float)) and w > 0 for w in weights)
-    ):
-        problems.append(
-            f"class_weights={weights!r} must be null, balanced or two positive weights "
-            "[w_rim-, w_rim+]"
-        )
-    for key, least in (("outer_folds", 2), ("inner_folds", 1)):
-        n = cfg.data[key]
-        if not _is_int(n) or n < least:
-            problems.append(f"data.{key}={n!r} must be an integer >= {least}")
-    if not _is_int(cfg.seed):
-        problems.append(f"seed={cfg.seed!r} must be an integer")
-    workers = cfg.data.loader.get("num_workers", 0)
-    if not _is_int(workers) or workers < 0:
-        problems.append(f"data.loader.num_workers={workers!r} must be an integer >= 0")
-    problems += trainer_problems(cfg.trainer)
-    if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
-    check_fold_config(cfg)
-
-
-# What Lightning's Trainer accepts as ``precision`` (its documented values).
-PRECISIONS = {
-    *("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true"),
-    *("16-mixed", "bf16-mixed", "transformer-engine", "transformer-engine-float16"),
-}
-
-
-def trainer_problems(trainer: DictConfig) -> list[str]:
-    """Trainer settings that cannot work on this machine or that Lightning would refuse deep in
-    a run: an unknown precision, a GPU accelerator without a GPU."""
-    import torch
-
-    problems = []
-    precision = trainer.get("precision")
-    if precision is not None and str(precision) not in PRECISIONS:
-        problems.append(
-            f"trainer.precision={precision!r} is not one of Lightning's: "
-            f"{', '.join(sorted(PRECISIONS))}"
-        )
-    accelerator = str(trainer.get("accelerator") or "auto")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        problems.append(
-            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU that torch can "
-            "use (trainer=cpu, or accelerator=auto)"
-        )
-    elif accelerator == "mps" and not torch.backends.mps.is_available():
-        problems.append("trainer.accelerator=mps but this machine has no Apple GPU")
-    elif accelerator not in ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu"):
-        problems.append(f"trainer.accelerator={accelerator!r} is not one of auto, cpu, gpu, mps")
-    if not problems:  # the rest as Lightning itself checks it, before any work
-        import hydra
-        from hydra.errors import InstantiationException
-
-        quiet = [
-            logging.getLogger(n) for n in ("pytorch_lightning", "lightning", "lightning.pytorch")
-        ]
-        levels = [q.level for q in quiet]
-        try:
-            for q in quiet:
-                q.setLevel(logging.ERROR)  # no "GPU available" lines for a mere check
-            hydra.utils.instantiate(trainer, logger=False, callbacks=[])
-        except InstantiationException as exc:
-            cause = exc.__cause__ or exc
-            problems.append(f"trainer: Lightning refuses these settings ({cause})")
-        finally:
-            for q, level in zip(quiet, levels):
-                q.setLevel(level)
-    return problems
-
-
 def check_resume(cfg: DictConfig) -> None:
     """``ckpt_path`` must exist, load safely and hold weights that fit the configured network."""
     import hydra
@@ -185,18 +68,6 @@ def check_resume(cfg: DictConfig) -> None:
             f"{found.get(wrong[0])} where model.net gives {expected.get(wrong[0])}); resume with "
             "the model settings it was trained with"
         )
-
-
-def check_fold_config(cfg: DictConfig) -> None:
-    """``fold`` and ``inner_fold`` must name existing folds (a clear error, not an IndexError)."""
-    checks = (("fold", "outer_folds"), ("inner_fold", "inner_folds"))
-    for key, folds_key in checks:
-        value, n = cfg[key], cfg.data[folds_key]
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:
-            raise ConfigError(
-                f"{key}={value!r} is out of range: with data.{folds_key}={n} "
-                f"it must be an integer from 0 to {n - 1}"
-            )
 
 
 def resume_checkpoint(run_dir: str | Path) -> str | None:
@@ -242,8 +113,7 @@ def prepare_data(cfg: DictConfig) -> tuple[PatchCache, dict]:
     if not cfg.get("train_sites"):
         check_splits_file(cfg.data.splits_file, cfg.data.outer_folds, cfg.data.inner_folds)
     if cfg.data.synthetic:
-        with file_lock(lock_for(cohort.parent)):
-            cohort = generate_cohort(cohort.parent, cfg.data.scale, seed=cfg.data.synth_seed)
+        cohort = synthetic_cohort(cohort, cfg.data.scale, cfg.data.synth_seed)
     cache = build_cache(
         cohort, cfg.data.cache_dir, PreprocessConfig.from_config(cfg.data.preprocess)
     )

@@ -1,0 +1,68 @@
+"""The command line before any work: --help, --cfg and config errors answer without torch or
+Lightning, and a user's own config folder extends the config tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = """
+import sys
+from rimnet.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in ("torch", "pytorch_lightning", "lightning") if m in sys.modules)
+print("HEAVY:", ",".join(heavy), file=sys.stderr)
+sys.exit(code or 0)
+"""
+
+
+def rimnet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RIMNET_ROOT": str(cwd), "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "-c", RUN, *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["train", "--help"], 0, ["rimnet train"]),
+        (["train", "--cfg", "job"], 0, ["experiment_name: phase_flair"]),
+        (["train", "trainer.max_epochs=-3"], 2, ["error: invalid configuration", "max_epochs"]),
+        (["train", "data.batch_size=-1"], 2, ["error: data.batch_size", "data.loader.batch_size"]),
+        (["evaluate", "--help"], 0, ["rimnet evaluate"]),
+    ],
+)
+def test_answers_without_torch(args, code, words, tmp_path):
+    out = rimnet(*args, cwd=tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode == code, text[-2000:]
+    for word in words:
+        assert word in text, text[-2000:]
+    assert "HEAVY: \n" in out.stderr, out.stderr[-500:]
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
+def test_an_experiment_of_ones_own(how, tmp_path):
+    (tmp_path / "myconf" / "experiment").mkdir(parents=True)
+    (tmp_path / "myconf" / "experiment" / "my_exp.yaml").write_text(
+        "# @package _global_\nexperiment_name: my_exp\nmodalities: [flair, phase]\n"
+    )
+    where = (
+        ["--config-dir", str(tmp_path / "myconf")]
+        if how == "--config-dir"
+        else [f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"]
+    )
+    out = rimnet("train", *where, "experiment=my_exp", "--cfg", "job", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "experiment_name: my_exp" in out.stdout
+    wrong = rimnet("train", *where, "experiment=my_exq", "--cfg", "job", cwd=tmp_path)
+    assert wrong.returncode == 2 and "experiment=my_exq is not a choice" in wrong.stderr
+    assert "my_exp" in wrong.stderr
