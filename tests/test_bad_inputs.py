@@ -727,3 +727,17 @@ def test_run_folder_of_the_user_is_refused(world, capsys):
     assert "not written by rimnet" in capsys.readouterr().err
     assert (world.root / "mine" / "notes.txt").read_bytes() == notes
     assert not (world.root / "mine" / OWNER_MARKER).exists()
+
+
+def test_cohort_predict_with_a_phase_bundle_from_another_folder(world, capsys):
+    """The FLAIR column the QC report shows is read relative to the CSV, as every image is."""
+    torch.manual_seed(0)
+    net = RimNet(n_modalities=1, widths=[2, 4, 4], fc=[8])
+    phase = world.root / "phase.pt"
+    Bundle(modalities=["phase"], model=net.config, members=[net.state_dict()], threshold=0.5).save(
+        phase
+    )
+    out = world.root / "results"
+    argv = ["--bundle", str(phase), "--cohort", str(world.csv), "--out", str(out)]
+    assert run_entry("predict", [*argv, "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert sorted(pd.read_csv(out / "patients.csv")["patient_id"]) == ["p1", "p2"]

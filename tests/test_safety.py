@@ -546,3 +546,19 @@ def test_safe_glob_never_enters_a_link(tmp_path):
         tmp_path / "job", "*.ckpt"
     )
     assert found == [tmp_path / "job" / "inner0" / "checkpoints" / "last.ckpt"]
+
+
+def test_folders_and_files_follow_the_umask(tmp_path):
+    from rimnet.io import atomic_dir, atomic_path, claim_folder
+
+    old = os.umask(0o022)
+    try:
+        out = claim_folder(tmp_path / "pred", "predictions")
+        with atomic_dir(out / "p1", "patient-predictions") as tmp:
+            (tmp / "lesions.csv").write_text("x")
+        with atomic_path(out / "patients.csv") as tmp:
+            tmp.write_text("y")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (out, out / "p1", out / "patients.csv")}
+    assert modes == {"pred": 0o755, "p1": 0o755, "patients.csv": 0o644}

@@ -133,7 +133,7 @@ def read_cohort(
             )
     if "scanner" not in df.columns:
         df["scanner"] = ""
-    for col in (*modalities, *MASKS):
+    for col in dict.fromkeys((*modalities, *MODALITIES, *MASKS)):  # every image named
         if col in df.columns:
             df[col] = [str((csv.parent / p).resolve()) if p else "" for p in df[col]]
     return df
