@@ -2,7 +2,7 @@
 
     python benchmarks/protocol.py [--scale smoke|default|paper] [--experiment phase_flair]
         [--trainer cpu|gpu] [--model rimnet|rimnet_paper] [--epochs 2] [--engines sequential packed]
-        [--root DIR]
+        [--root DIR] [--baseline OTHER_CHECKOUT]
 
 Synthesises and preprocesses the cohort once (timed), then runs
 ``python -m rimnet.train +experiment=<e> protocol=cv`` (4 outer folds × (3 inner + 1 final) runs)
@@ -67,8 +67,12 @@ def patch_steps(stdout: str, sweep: Path) -> int:
     return total
 
 
-def run_engine(root: Path, engine: str, args: argparse.Namespace) -> tuple[float, int]:
-    log_dir = root / f"outputs-{engine}"
+def run_engine(
+    root: Path, engine: str, args: argparse.Namespace, source: Path = REPO, tag: str = ""
+) -> tuple[float, int]:
+    """Wall seconds and patch-steps of ``protocol=cv`` with ``engine``, run from ``source`` (this
+    checkout, or another one for a side-by-side comparison)."""
+    log_dir = root / f"outputs-{engine}{tag}"
     cmd = [
         sys.executable, "-m", "rimnet.train", f"+experiment={args.experiment}", "protocol=cv",
         f"engine={engine}", f"data={args.scale}", f"trainer={args.trainer}", f"model={args.model}",
@@ -77,8 +81,9 @@ def run_engine(root: Path, engine: str, args: argparse.Namespace) -> tuple[float
         f"paths.log_dir={log_dir}",
     ]  # fmt: skip
     env = {**os.environ, "RIMNET_ROOT": str(root), "WANDB_MODE": "offline"}
+    env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
     start = time.perf_counter()
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=source, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if out.returncode:
         sys.exit(f"{engine} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -97,6 +102,13 @@ def main() -> None:
         "--engines", nargs="+", default=["sequential", "packed"], help="engines, in this order"
     )
     p.add_argument("--root", type=Path, default=None, help="working folder (default: temporary)")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. a git worktree of an earlier commit): its packed engine runs "
+        "too, on the same data, and the ratio is printed",
+    )
     args = p.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="rimnet-protocol-"))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
@@ -114,6 +126,13 @@ def main() -> None:
             f"{engine:>10}: 16 runs in {seconds:7.1f} s, {steps} patch-steps, "
             f"{steps / seconds:8.1f} patches/s (process start and data loading included)"
         )
+    if args.baseline is not None:
+        seconds, steps = run_engine(root, "packed", args, args.baseline, "-baseline")
+        rows["baseline"] = (seconds, steps)
+        print(f"{'baseline':>10}: packed engine of {args.baseline}: {seconds:7.1f} s, {steps} "
+              f"patch-steps")  # fmt: skip
+        if "packed" in rows:
+            print(f"packed / baseline packed wall time: {rows['packed'][0] / seconds:.2f}x")
     if {"sequential", "packed"} <= rows.keys():
         print(f"packed / sequential speed: {rows['sequential'][0] / rows['packed'][0]:.2f}x")
     for engine, (seconds, _) in rows.items():

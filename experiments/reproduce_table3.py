@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rimnet.config import cv_experiments, inter_center_experiments
-from rimnet.evaluation.report import TABLE3_RIMNET, TABLE3_SINGLE, label
+from rimnet.config import cv_experiments, experiment_catalogue, inter_center_experiments
+from rimnet.evaluation.report import TABLE3_RIMNET, TABLE3_SINGLE, Configurations
 
 REPO = Path(__file__).resolve().parents[1]
 # conf/experiment/: Table 3's rows first, so a partial sweep already fills the table.
@@ -102,11 +102,12 @@ def ordering_lines(aucs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
     if not singles:
         return []
     best = max(singles, key=auc.get)
+    name = Configurations(experiment_catalogue()).label(best)
     p = {frozenset((r.a, r.b)): r.p_value for r in pairs.itertuples()}
     lines = [
         "## Ordering compared with the paper",
         "",
-        f"Pooled AUCs; the best single modality here is {label(best)} ({auc[best]:.3f}). "
+        f"Pooled AUCs; the best single modality here is {name} ({auc[best]:.3f}). "
         "P: DeLong, "
         "paired on the same lesions.",
         "",
@@ -174,7 +175,9 @@ def main() -> None:
             sweep(CV, args.scale, args.launcher, args.overrides),
         ]
     out = Path(args.out)
-    summary = write_report(sweep_dir, out, n_folds=SCALES[args.scale]["folds"][0])
+    summary = write_report(
+        sweep_dir, out, experiment_catalogue(), n_folds=SCALES[args.scale]["folds"][0]
+    )
     wall = (max(ends) if args.skip_sweeps and ends else time.time()) - t0
     t3 = (out / "table3.md").read_text()
     aucs = pd.read_csv(out / "auc.csv")

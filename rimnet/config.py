@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rimnet.data.contract import MODALITIES
+from rimnet.tracking import wandb_offline, wandb_run  # noqa: F401  (re-exported)
 
 
 def _config_dir() -> str:
@@ -27,29 +28,6 @@ def _config_dir() -> str:
 
 
 CONFIG_DIR = _config_dir()
-
-
-def wandb_offline() -> bool:
-    """W&B runs offline unless ``WANDB_MODE`` asks for online (or disabled, which W&B then
-    honours itself)."""
-    return os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun")
-
-
-def wandb_run(group: str, name: str, folder: Path, config: dict):
-    """A W&B run of project ``rimnet`` outside training (``evaluation``, ``predict``): its files
-    under ``folder/wandb``, offline as :func:`wandb_offline` decides, a new run per call."""
-    import wandb
-
-    return wandb.init(
-        project="rimnet",
-        group=group,
-        job_type=group,
-        name=name,
-        dir=str(folder),
-        mode="offline" if wandb_offline() else None,
-        config=config,
-        reinit="create_new",
-    )
 
 
 def register_resolvers() -> None:
@@ -103,3 +81,15 @@ def cv_experiments() -> list[str]:
 def inter_center_experiments() -> list[str]:
     """The configurations of the inter-center study (trained on some sites, tested on others)."""
     return sorted(n for n, c in experiment_configs().items() if c.get("train_sites"))
+
+
+def experiment_catalogue() -> dict[str, dict]:
+    """Every configuration of ``conf/experiment/`` as plain values (its modalities, the sites it
+    trains on): what the evaluation needs to name and order them."""
+    return {
+        name: {
+            "modalities": list(cfg.modalities),
+            "train_sites": list(cfg.get("train_sites") or []),
+        }
+        for name, cfg in experiment_configs().items()
+    }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from rimnet.config import CONFIG_DIR, register_resolvers
+from rimnet.config import CONFIG_DIR, experiment_catalogue, register_resolvers
 from rimnet.errors import exit_on_error
 from rimnet.evaluation.report import write_report
 from rimnet.io import protected
@@ -19,7 +19,13 @@ register_resolvers()
 @exit_on_error
 def hydra_main(cfg: DictConfig) -> None:
     with protected([cfg.sweep_dir]):
-        summary = write_report(cfg.sweep_dir, cfg.out_dir, log_wandb=cfg.wandb, n_folds=cfg.n_folds)
+        summary = write_report(
+            cfg.sweep_dir,
+            cfg.out_dir,
+            experiment_catalogue(),
+            log_wandb=cfg.wandb,
+            n_folds=cfg.n_folds,
+        )
     print(f"report written to {cfg.out_dir}: {', '.join(summary['files'])}")
     if summary["missing"]:
         print("missing: " + "; ".join(summary["missing"]))

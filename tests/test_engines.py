@@ -22,7 +22,8 @@ from rimnet.io import claim_folder
 from rimnet.models import PackedRimNet, RimNet
 from rimnet.training.engine import RunSpec, SequentialEngine
 from rimnet.training.member_adam import MemberAdam
-from rimnet.training.packed_engine import Pack, PackedEngine
+from rimnet.training.packed_engine import PackedEngine
+from rimnet.training.packed_members import PackMembers
 from rimnet.training.run import lightning_resumable, prepare_data, resume_checkpoint, stage_config
 
 SMALL = {"n_modalities": 2, "widths": (2, 4, 4), "fc": (8,)}
@@ -190,24 +191,28 @@ def test_packed_checkpoint_exports_and_sequential_restarts_it(both, recwarn):
     assert any("written by the packed engine" in str(w.message) for w in recwarn)
 
 
+class KilledError(Exception):
+    """Stands for a kill -9 in the middle of a pack's training."""
+
+
 def test_interrupted_pack_resumes_to_the_same_result(root, both, monkeypatch):
-    """Killed after the first epoch of every member, then resumed from the members'
+    """KilledError after the first epoch of every member, then resumed from the members'
     ``last.ckpt``: the same predictions as the uninterrupted pack."""
     _, packed, _ = both
     specs, cache = _specs(root, "interrupted")
-    original = Pack._round
+    original = PackMembers.on_train_epoch_end
     calls = {"n": 0}
 
-    def crash_on_second_round(self):  # noqa: ANN001, ANN202
+    def crash_in_the_second_round(self, trainer, module):  # noqa: ANN001, ANN202
         calls["n"] += 1
         if calls["n"] == 2:
-            raise KeyboardInterrupt
-        original(self)
+            raise KilledError
+        original(self, trainer, module)
 
-    monkeypatch.setattr(Pack, "_round", crash_on_second_round)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(PackMembers, "on_train_epoch_end", crash_in_the_second_round)
+    with pytest.raises(KilledError):
         PackedEngine().run(specs, cache)
-    monkeypatch.setattr(Pack, "_round", original)
+    monkeypatch.setattr(PackMembers, "on_train_epoch_end", original)
     for spec in specs:
         spec.resume = resume_checkpoint(spec.cfg.run.dir)
         assert spec.resume is not None

@@ -9,6 +9,7 @@ from scipy import stats as sps
 from sklearn.metrics import average_precision_score, roc_auc_score
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
+from rimnet.config import experiment_catalogue
 from rimnet.evaluation import analysis
 from rimnet.evaluation.stats import (
     confusion_metrics,
@@ -252,7 +253,7 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     _synthetic_sweep(tmp_path / "sweep")
     out = tmp_path / "report"
-    summary = write_report(tmp_path / "sweep", out, log_wandb=True)
+    summary = write_report(tmp_path / "sweep", out, experiment_catalogue(), log_wandb=True)
     run = next((out / "wandb").glob("offline-run-*/run-*.wandb"))  # beside the report
     history, _ = read_offline_wandb(run)
     logged = set().union(*history)
@@ -320,7 +321,7 @@ def test_paper_figures_show_the_data_they_come_from(tmp_path, monkeypatch):
     monkeypatch.setattr(figures.plt, "close", lambda fig: drawn.setdefault(
         fig.texts[0].get_text() if fig.texts else fig.axes[0].get_title(), fig))  # fmt: skip
     out = tmp_path / "report"
-    write_report(tmp_path / "sweep", out)
+    write_report(tmp_path / "sweep", out, experiment_catalogue())
     fig3 = drawn["Fig. 3: rim+ lesion burden per site"]
     true = base.groupby("patient_id").agg(site=("site", "first"), n=("label", "sum"))
     heights = [round(b.get_height()) for b in fig3.axes[0].patches]

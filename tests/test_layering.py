@@ -11,8 +11,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "rimnet"
 # stage folder -> modules it must not import
 FORBIDDEN = {
-    "training": ("rimnet.synth",),
-    "inference": ("rimnet.training",),
+    "training": ("rimnet.synth", "rimnet.evaluation", "rimnet.inference"),
+    "inference": ("rimnet.training", "rimnet.config"),
+    "evaluation": ("rimnet.config", "rimnet.training", "rimnet.inference"),
     "models": ("rimnet.training", "rimnet.inference", "rimnet.evaluation", "rimnet.synth"),
     "data": ("rimnet.training", "rimnet.inference", "rimnet.evaluation", "rimnet.models"),
 }

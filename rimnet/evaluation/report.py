@@ -21,16 +21,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from rimnet.config import (  # noqa: E402
-    cv_experiments,
-    experiment_configs,
-    inter_center_experiments,
-    wandb_run,
-)
+from rimnet.data.contract import MODALITIES  # noqa: E402
 from rimnet.errors import RimnetError  # noqa: E402
 from rimnet.evaluation import analysis, figures  # noqa: E402
 from rimnet.evaluation.stats import confusion_metrics, delong_ci, delong_test  # noqa: E402
 from rimnet.io import atomic_path, claim_folder, write_json  # noqa: E402
+from rimnet.tracking import wandb_run  # noqa: E402
 
 # Where Table 3's rows come from (the paper's table; the experiment list itself is
 # conf/experiment/).
@@ -59,22 +55,58 @@ PREDICTION_REQUIRED = ("lesion_id", "patient_id", "label", "prob")
 METRICS = ["accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
 
 
-def label(experiment: str) -> str:
-    """Display name of a configuration, from its modalities: ``RimNet: phase + FLAIR``."""
-    cfg = experiment_configs()[experiment]
-    names = " + ".join(MODALITY_NAMES[m] for m in cfg.modalities)
-    kind = "Single" if len(cfg.modalities) == 1 else "RimNet"
-    return f"{'ICS ' if cfg.get('train_sites') else ''}{kind}: {names}"
+class Configurations:
+    """The configurations of a study, by name: their modalities and the sites they train on
+    (given by the caller, e.g. ``rimnet.config.experiment_catalogue()``; the evaluation itself
+    reads no config).
+
+    Example:
+        >>> c = Configurations({"phase": {"modalities": ["phase"]}})
+        >>> c.cv(), c.label("phase")
+        (['phase'], 'Single: phase')
+    """
+
+    def __init__(self, catalogue: dict[str, dict]) -> None:
+        self.catalogue = {
+            name: {
+                "modalities": list(entry["modalities"]),
+                "train_sites": list(entry.get("train_sites") or []),
+            }
+            for name, entry in catalogue.items()
+        }
+
+    def modalities(self, name: str) -> list[str]:
+        return self.catalogue[name]["modalities"]
+
+    def _order(self, name: str) -> tuple:
+        mods = self.modalities(name)
+        return len(mods), [MODALITIES.index(m) if m in MODALITIES else 99 for m in mods], name
+
+    def cv(self) -> list[str]:
+        """Cross-validation configurations (Table 3, Figs 5-8): single modalities first."""
+        names = [n for n, e in self.catalogue.items() if not e["train_sites"]]
+        return sorted(names, key=self._order)
+
+    def ics(self) -> list[str]:
+        """Inter-center configurations (trained on some sites, tested on others)."""
+        return sorted(n for n, e in self.catalogue.items() if e["train_sites"])
+
+    def label(self, name: str) -> str:
+        """Display name from the modalities: ``RimNet: phase + FLAIR``."""
+        mods = self.modalities(name)
+        names = " + ".join(MODALITY_NAMES.get(m, m) for m in mods)
+        kind = "Single" if len(mods) == 1 else "RimNet"
+        return f"{'ICS ' if self.catalogue[name]['train_sites'] else ''}{kind}: {names}"
 
 
 def load_predictions(
-    sweep_dir: str | Path, n_folds: int = 4
+    sweep_dir: str | Path, configs: Configurations, n_folds: int = 4
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Predictions per configuration (CV folds concatenated; the ICS ensemble) and what is
     missing."""
     sweep_dir = Path(sweep_dir)
     found, missing = {}, []
-    for exp in cv_experiments():
+    for exp in configs.cv():
         files = sorted((sweep_dir / exp).glob("fold*/predictions.csv"))
         if files:
             for config in (f.parent / "resolved_config.yaml" for f in files):
@@ -85,7 +117,7 @@ def load_predictions(
                 missing.append(f"{exp}: only {len(files)} of {n_folds} folds found")
         else:
             missing.append(f"{exp}: no predictions")
-    for exp in inter_center_experiments():
+    for exp in configs.ics():
         ens = sweep_dir / exp / "ensemble" / "predictions.csv"
         if ens.exists():
             found[exp] = read_predictions(ens)
@@ -185,17 +217,19 @@ def _paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def auc_table(preds: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def auc_table(
+    preds: dict[str, pd.DataFrame], configs: Configurations
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """AUC per configuration (mean of folds, pooled with DeLong 95 % CI) and DeLong p for every
     pair."""
     rows, pairs = [], []
-    exps = [e for e in cv_experiments() if e in preds]
+    exps = [e for e in configs.cv() if e in preds]
     for e in exps:
         mc = analysis.mean_curves(preds[e])
         lo, auc, hi = delong_ci(preds[e]["label"], preds[e]["prob"])
         rows.append(
             {
-                "configuration": label(e),
+                "configuration": configs.label(e),
                 "experiment": e,
                 "auc_mean_folds": mc.auc,
                 "auc_pooled": auc,
@@ -259,12 +293,13 @@ def table3_markdown(t3: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def figure5(preds: dict[str, pd.DataFrame], path: Path) -> None:
+def figure5(preds: dict[str, pd.DataFrame], path: Path, configs: Configurations) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.8))
-    for e in [e for e in cv_experiments() if e in preds]:
+    for e in [e for e in configs.cv() if e in preds]:
         mc = analysis.mean_curves(preds[e])
-        ax[0].step(mc.grid, mc.tpr, where="post", label=f"{label(e)} (AUC {mc.auc:.3f})")
-        ax[1].step(mc.grid, mc.precision, where="post", label=f"{label(e)} (AP {mc.ap:.3f})")
+        name = configs.label(e)
+        ax[0].step(mc.grid, mc.tpr, where="post", label=f"{name} (AUC {mc.auc:.3f})")
+        ax[1].step(mc.grid, mc.precision, where="post", label=f"{name} (AP {mc.ap:.3f})")
     _finish_curves(ax, "Fig. 5: mean ROC and PR over the test folds")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -375,12 +410,26 @@ def figure8(counts: dict[str, pd.DataFrame], path: Path, threshold: int = 4) -> 
 
 
 def write_report(
-    sweep_dir: str | Path, out_dir: str | Path, log_wandb: bool = False, n_folds: int = 4
+    sweep_dir: str | Path,
+    out_dir: str | Path,
+    catalogue: dict[str, dict],
+    log_wandb: bool = False,
+    n_folds: int = 4,
 ) -> dict:
-    """Write every table and figure of the evaluation to ``out_dir``; returns the summary."""
+    """Write every table and figure of the evaluation to ``out_dir``; returns the summary.
+
+    Args:
+        sweep_dir: the sweep folder (``<experiment>/fold<k>/predictions.csv``).
+        out_dir: the report folder.
+        catalogue: the configurations by name (``{"modalities": [...], "train_sites": [...]}``,
+            e.g. ``rimnet.config.experiment_catalogue()``).
+        log_wandb: also log tables and figures to a W&B run.
+        n_folds: outer folds expected per configuration.
+    """
+    configs = Configurations(catalogue)
     if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
         raise RimnetError(f"n_folds={n_folds!r} must be an integer >= 1 (outer folds expected)")
-    preds, missing = load_predictions(sweep_dir, n_folds)
+    preds, missing = load_predictions(sweep_dir, configs, n_folds)
     if not preds:
         raise RimnetError(
             f"no predictions found under {sweep_dir} (expected "
@@ -400,7 +449,7 @@ def write_report(
         tmp.write_text(
             table3_markdown(t3) + "\n\nMissing: " + ("; ".join(missing) or "nothing") + "\n"
         )
-    aucs, pairs = auc_table(preds)
+    aucs, pairs = auc_table(preds, configs)
     save_csv(aucs, "auc.csv")
     save_csv(pairs, "delong_pairs.csv")
     pw, counts, ops = {}, {}, {}
@@ -416,7 +465,7 @@ def write_report(
             if "location" in op and (op["location"] != "").any():
                 save_csv(analysis.location_analysis(op), f"location_{exp}.csv")
     if aucs.shape[0]:
-        figure5(preds, out / "fig5_roc_pr.png")
+        figure5(preds, out / "fig5_roc_pr.png", configs)
         files["fig5_roc_pr.png"] = out / "fig5_roc_pr.png"
     ics_vs_cv = figure6(preds, out / "fig6_intercenter.png")
     if ics_vs_cv is not None:
@@ -431,8 +480,8 @@ def write_report(
             }
         )
     if "cross-validation" in ops:
-        files.update(_paper_extras(ops["cross-validation"], pw["cross-validation"],
-                                   counts["cross-validation"], sweep_dir, out))  # fmt: skip
+        cv = "cross-validation"
+        files.update(_paper_extras(ops[cv], pw[cv], counts[cv], sweep_dir, out, configs))
     summary = {
         "sweep_dir": os.path.relpath(
             Path(sweep_dir).resolve(), out.resolve()
@@ -452,7 +501,12 @@ def write_report(
 
 
 def _paper_extras(
-    op: pd.DataFrame, pw: pd.DataFrame, counts: pd.DataFrame, sweep_dir: str | Path, out: Path
+    op: pd.DataFrame,
+    pw: pd.DataFrame,
+    counts: pd.DataFrame,
+    sweep_dir: str | Path,
+    out: Path,
+    configs: Configurations,
 ) -> dict[str, Path]:
     """Figs 3, 9, 10, Table S1, the re-rating list and its montage, for RimNet (phase + FLAIR)."""
     made: dict[str, Path] = {}
@@ -478,7 +532,7 @@ def _paper_extras(
         errors.to_csv(tmp, index=False)
     made["rerating_list.csv"] = out / "rerating_list.csv"
     patches = _error_patches(errors, Path(sweep_dir) / TABLE3_RIMNET)
-    modalities = list(experiment_configs()[TABLE3_RIMNET].modalities)
+    modalities = configs.modalities(TABLE3_RIMNET)
     if patches:
         figure("examples_errors.png", figures.error_examples, errors, patches, modalities)
     return made

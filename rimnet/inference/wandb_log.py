@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rimnet.config import wandb_run
 from rimnet.inference.report import PatientFigures, card_caption
+from rimnet.tracking import wandb_run
 
 
 class PredictLog:

@@ -138,3 +138,60 @@ def check_fold_config(cfg: DictConfig) -> None:
                 f"{key}={value!r} is out of range: with data.{folds_key}={n} "
                 f"it must be an integer from 0 to {n - 1}"
             )
+
+
+PRECISIONS = (None, 32, 64, "32", "64", "32-true", "64-true", "bf16-mixed")
+# Trainer keys a pack cannot honour per member, and the values that are harmless.
+REFUSED = {
+    "accumulate_grad_batches": (None, 1),
+    "gradient_clip_val": (None, 0, 0.0),
+    "check_val_every_n_epoch": (None, 1),
+    "val_check_interval": (None, 1.0),
+    "overfit_batches": (None, 0, 0.0),
+    "max_steps": (None, -1),
+    "min_epochs": (None, 0),
+    "max_time": (None,),
+    "limit_test_batches": (None, 1.0),
+    "devices": (None, 1, "1", "auto", [0]),
+    "strategy": (None, "auto"),
+    "num_nodes": (None, 1),
+}
+# Trainer keys a pack honours: given to its Trainer, or kept by each member for itself.
+HONOURED = (
+    *("_target_", "accelerator", "precision", "deterministic", "benchmark", "fast_dev_run"),
+    *("limit_train_batches", "log_every_n_steps", "enable_progress_bar", "enable_model_summary"),
+    *("num_sanity_val_steps", "default_root_dir", "max_epochs", "limit_val_batches"),
+    *("sync_batchnorm", "detect_anomaly", "profiler", "inference_mode", "use_distributed_sampler"),
+)
+# Trainer keys each member keeps for itself; the others must agree within a pack (one Trainer).
+PER_MEMBER = ("default_root_dir", "max_epochs", "limit_val_batches")
+
+
+def check_pack(cfg: DictConfig) -> None:
+    """Refuse, before any work, what a pack cannot do per member (an ``error:`` naming the key)."""
+    from rimnet.models.registry import offers_packing
+
+    target = str(cfg.model.net.get("_target_"))
+    problems = []
+    if not offers_packing(target):
+        problems.append(f"the network {target} does not offer packing (no packed(k) method)")
+    if cfg.data.loader.get("augment", "batched") != "batched":
+        problems.append(f"data.loader.augment={cfg.data.loader.augment} (packs need batched)")
+    if cfg.trainer.get("precision") not in PRECISIONS:
+        problems.append(
+            f"trainer.precision={cfg.trainer.precision} (32, 64 or bf16-mixed; fp16 would "
+            "need a loss scaler per member)"
+        )
+    for key, fine in REFUSED.items():
+        value = cfg.trainer.get(key)
+        if value is not None and value not in fine:
+            problems.append(f"trainer.{key}={value}")
+    for name, node in (cfg.get("callbacks") or {}).items():
+        target = str((node or {}).get("_target_", ""))
+        known = ("ModelCheckpoint", "StaircaseLR", "ProgressBar", "ModelSummary", "Timer")
+        if node is not None and not target.endswith(known):
+            problems.append(f"callbacks.{name} ({target}) is not run per member")
+    if problems:
+        raise ConfigError(
+            "engine=packed cannot honour " + "; ".join(problems) + ": use engine=sequential"
+        )

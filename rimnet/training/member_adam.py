@@ -10,7 +10,8 @@ arithmetic follows ``torch.optim.Adam``'s single-tensor path (``lerp`` for the f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -18,8 +19,9 @@ from rimnet.errors import ConfigError
 from rimnet.models.packed import PackedRimNet, member_view
 
 
-class MemberAdam:
-    """Member-wise Adam for a pack of K members.
+class MemberAdam(torch.optim.Optimizer):
+    """Member-wise Adam for a pack of K members, as a ``torch.optim.Optimizer`` (Lightning saves
+    and restores its state; ``step`` takes the members' switches and rates).
 
     Args:
         packed: the pack whose parameters it updates.
@@ -49,10 +51,28 @@ class MemberAdam:
             weight_decay,
         )
         self.params = dict(packed.named_parameters())
-        self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        device = next(iter(self.params.values())).device
-        self.steps = torch.zeros(self.k, dtype=torch.float64, device=device)
+        defaults = {"lr": 0.0, "betas": self.betas, "eps": eps, "weight_decay": weight_decay}
+        super().__init__(list(self.params.values()), defaults)
+        for p in self.params.values():
+            self.state[p]["exp_avg"] = torch.zeros_like(p)
+            self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
+        first = next(iter(self.params.values()))
+        self.state[first]["member_steps"] = torch.zeros(
+            self.k, dtype=torch.float64, device=first.device
+        )
+
+    @property
+    def exp_avg(self) -> dict[str, torch.Tensor]:
+        return {n: self.state[p]["exp_avg"] for n, p in self.params.items()}
+
+    @property
+    def exp_avg_sq(self) -> dict[str, torch.Tensor]:
+        return {n: self.state[p]["exp_avg_sq"] for n, p in self.params.items()}
+
+    @property
+    def steps(self) -> torch.Tensor:
+        """Steps taken by each member (K,), float64."""
+        return self.state[next(iter(self.params.values()))]["member_steps"]
 
     @classmethod
     def from_optimizer(cls, packed: PackedRimNet, optimizer: torch.optim.Optimizer) -> MemberAdam:
@@ -67,15 +87,21 @@ class MemberAdam:
             raise ConfigError("engine=packed supports plain Adam (no amsgrad, maximize, AdamW)")
         return cls(packed, d["betas"], d["eps"], d["weight_decay"])
 
-    def zero_grad(self) -> None:
-        for p in self.params.values():
-            p.grad = None
-
     @torch.no_grad()
-    def step(self, active: torch.Tensor, lrs: torch.Tensor) -> None:
+    def step(  # type: ignore[override]
+        self,
+        active: torch.Tensor | None = None,
+        lrs: torch.Tensor | None = None,
+        closure: Callable[[], Any] | None = None,
+    ) -> None:
         """One Adam step for the members where ``active`` (K,) is true, at rates ``lrs`` (K,)."""
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        if active is None or lrs is None:
+            raise ValueError("MemberAdam.step needs each member's switch and rate")
         beta1, beta2 = self.betas
-        self.steps += active.to(self.steps)
+        self.steps.add_(active.to(self.steps))
         steps = self.steps.clamp(min=1)  # a member that never stepped is masked out below
         step_size = lrs.to(self.steps) / (1 - beta1**steps)
         bc2_sqrt = (1 - beta2**steps).sqrt()
@@ -142,18 +168,3 @@ class MemberAdam:
                 slot = member_view(moments[name], self.k)[i]
                 slot.copy_(entry[saved].to(slot).reshape(slot.shape))
             self.steps[i] = float(entry["step"])
-
-    def select(self, packed: PackedRimNet, members: Sequence[int]) -> MemberAdam:
-        """The optimizer of a rebuilt pack (``packed = old.select(members)``)."""
-        new = MemberAdam(packed, self.betas, self.eps, self.weight_decay)
-        index = torch.as_tensor(list(members), device=self.steps.device)
-        with torch.no_grad():
-            for name in self.params:
-                for old, moments in (
-                    (self.exp_avg, new.exp_avg),
-                    (self.exp_avg_sq, new.exp_avg_sq),
-                ):
-                    src = member_view(old[name], self.k)[index]
-                    moments[name].copy_(src.reshape(moments[name].shape))
-            new.steps.copy_(self.steps[index])
-        return new

@@ -23,8 +23,6 @@ interrupted one resumes: finished inner runs are kept and a run with a ``last.ck
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +31,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from rimnet.errors import ConfigError, OwnershipError
-from rimnet.io import atomic_path, claim_folder, fingerprint, safe_glob, write_json
+from rimnet.errors import ConfigError
+from rimnet.io import atomic_path, claim_folder, fingerprint, write_json
 from rimnet.training.checks import check_config
 from rimnet.training.engine import RunSpec, write_predictions
 from rimnet.training.run import (
@@ -43,6 +41,7 @@ from rimnet.training.run import (
     prepare_data,
     resume_checkpoint,
     stage_config,
+    stale_run_files,
 )
 
 # Config entries that cannot change a job's result: where things go, how they are logged, launched
@@ -119,37 +118,6 @@ def _inner_specs(cfg: DictConfig, splits: dict, out: Path) -> list[RunSpec]:
             )
         )
     return specs
-
-
-# What a job's runs (inner<j>, final) write and a rerun of another config removes: nothing else.
-_RUN_FOLDER = re.compile(r"^(inner\d+|final)$")
-_RUN_CKPT = re.compile(r"^(last|best-epoch\d+)(-v\d+)?\.ckpt$")
-
-
-def stale_run_files(job_dir: Path) -> list[Path]:
-    """The schedule records and checkpoints of a job's runs, found without following links and
-    limited to the names the tool writes (a user's file is never listed); a run folder or
-    checkpoint folder that is a symbolic link is an :class:`OwnershipError`."""
-    for pattern in ("*", "*/checkpoints"):
-        links = [
-            p
-            for p in job_dir.glob(pattern)
-            if p.is_symlink() and _RUN_FOLDER.match(p.name if pattern == "*" else p.parent.name)
-        ]
-        if links:
-            raise OwnershipError(
-                f"job folder {job_dir} holds a symbolic link, {links[0]} -> "
-                f"{os.readlink(links[0])}; rimnet never deletes through links: remove the link "
-                "or choose another sweep folder"
-            )
-    found = [*safe_glob(job_dir, "*/schedule.json"), *safe_glob(job_dir, "*/checkpoints/*.ckpt")]
-    run_of = {p: p.parent if p.name == "schedule.json" else p.parent.parent for p in found}
-    return [
-        p
-        for p in found
-        if _RUN_FOLDER.match(run_of[p].name)
-        and (p.name == "schedule.json" or _RUN_CKPT.match(p.name))
-    ]
 
 
 def _start_job(cfg: DictConfig, out: Path, job_hash: str) -> dict | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from pathlib import Path
 
@@ -9,8 +11,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache, synthetic_cohort
 from rimnet.data.splits import check_splits_file, load_or_make_splits
-from rimnet.errors import ConfigError, UnsafeFileError
-from rimnet.io import claim_folder, file_lock, fingerprint, hold_lock, lock_for, safe_load
+from rimnet.errors import ConfigError, OwnershipError, UnsafeFileError
+from rimnet.io import (
+    claim_folder,
+    file_lock,
+    fingerprint,
+    hold_lock,
+    lock_for,
+    safe_glob,
+    safe_load,
+)
 
 ENGINE_KEY = "packed_engine"  # the checkpoint entry the packed engine resumes from
 
@@ -173,3 +183,34 @@ def finish_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and wandb.run is not None:
         wandb.finish()
+
+
+# What a job's runs (inner<j>, final) write and a rerun of another config removes: nothing else.
+_RUN_FOLDER = re.compile(r"^(inner\d+|final)$")
+_RUN_CKPT = re.compile(r"^(last|best-epoch\d+)(-v\d+)?\.ckpt$")
+
+
+def stale_run_files(job_dir: Path) -> list[Path]:
+    """The schedule records and checkpoints of a job's runs, found without following links and
+    limited to the names the tool writes (a user's file is never listed); a run folder or
+    checkpoint folder that is a symbolic link is an :class:`OwnershipError`."""
+    for pattern in ("*", "*/checkpoints"):
+        links = [
+            p
+            for p in job_dir.glob(pattern)
+            if p.is_symlink() and _RUN_FOLDER.match(p.name if pattern == "*" else p.parent.name)
+        ]
+        if links:
+            raise OwnershipError(
+                f"job folder {job_dir} holds a symbolic link, {links[0]} -> "
+                f"{os.readlink(links[0])}; rimnet never deletes through links: remove the link "
+                "or choose another sweep folder"
+            )
+    found = [*safe_glob(job_dir, "*/schedule.json"), *safe_glob(job_dir, "*/checkpoints/*.ckpt")]
+    run_of = {p: p.parent if p.name == "schedule.json" else p.parent.parent for p in found}
+    return [
+        p
+        for p in found
+        if _RUN_FOLDER.match(run_of[p].name)
+        and (p.name == "schedule.json" or _RUN_CKPT.match(p.name))
+    ]

@@ -1,0 +1,29 @@
+"""W&B runs outside training (evaluation, predict) and the project's offline default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def wandb_offline() -> bool:
+    """W&B runs offline unless ``WANDB_MODE`` asks for online (or disabled, which W&B then
+    honours itself)."""
+    return os.environ.get("WANDB_MODE", "offline") in ("offline", "dryrun")
+
+
+def wandb_run(group: str, name: str, folder: Path, config: dict):
+    """A W&B run of project ``rimnet`` outside training (``evaluation``, ``predict``): its files
+    under ``folder/wandb``, offline as :func:`wandb_offline` decides, a new run per call."""
+    import wandb
+
+    return wandb.init(
+        project="rimnet",
+        group=group,
+        job_type=group,
+        name=name,
+        dir=str(folder),
+        mode="offline" if wandb_offline() else None,
+        config=config,
+        reinit="create_new",
+    )
