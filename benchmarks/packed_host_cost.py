@@ -2,20 +2,22 @@
 regime): RimNet widths 2/2/2 on the CPU, K = 1 and K = 12 members.
 
     python benchmarks/packed_host_cost.py [--cache DIR] [--steps 30] [--k 1 12]
-        [--widths 2 2 2] [--device cpu|gpu]
+        [--widths 2 2 2] [--device cpu|gpu] [--repeats 3]
 
 Prints, side by side in one run, the milliseconds per step of
 - the packed step inside Lightning (``PackedModule`` + ``PackDataModule`` under a ``Trainer``),
 - the same packed arithmetic driven by a bare loop (gather, augment, grouped forward/backward,
   member-wise Adam: what a hand-written training loop costs),
 - the sequential Lightning step (one ``RimNetModule`` run; K runs take K of these).
-Without ``--cache`` the smoke cohort is generated and preprocessed in a temporary folder.
+The two packed variants alternate ``--repeats`` times and the medians are shown (a shared machine
+drifts). Without ``--cache`` the smoke cohort is generated and preprocessed in a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +44,7 @@ class StepClock(pl.Callback):
     """Milliseconds per training step after ``warmup`` steps."""
 
     def __init__(self, warmup: int = 3) -> None:
-        self.warmup, self.n, self.t0 = warmup, 0, 0.0
+        self.warmup, self.n, self.t0, self.t1 = warmup, 0, 0.0, 0.0
 
     def on_train_batch_start(self, *args: object) -> None:
         if self.n == self.warmup:
@@ -50,9 +52,10 @@ class StepClock(pl.Callback):
 
     def on_train_batch_end(self, *args: object) -> None:
         self.n += 1
+        self.t1 = time.perf_counter()  # the last step's end, not the epoch's end or teardown
 
     def ms(self) -> float:
-        return 1000 * (time.perf_counter() - self.t0) / max(self.n - self.warmup, 1)
+        return 1000 * (self.t1 - self.t0) / max(self.n - self.warmup, 1)
 
 
 def members(cache, k: int) -> list:
@@ -130,6 +133,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[1, 12])
     ap.add_argument("--widths", type=int, nargs=3, default=[2, 2, 2])
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median shown)")
     args = ap.parse_args()
     NET["widths"], DEVICE[0] = args.widths, args.device
     if args.cache:
@@ -148,7 +152,11 @@ def main() -> None:
     print(f"{'K':>3s} {'packed Lightning ms':>20s} {'bare loop ms':>13s} {'ratio':>6s} "
           f"{'K sequential Lightning ms':>26s} {'packed Lightning patches/s':>27s}")  # fmt: skip
     for k in args.k:
-        lit, bare = packed_lightning(cache, k, args.steps), packed_bare(cache, k, args.steps)
+        lits, bares = [], []
+        for _ in range(args.repeats):  # interleaved: a shared machine's drift hits both alike
+            lits.append(packed_lightning(cache, k, args.steps))
+            bares.append(packed_bare(cache, k, args.steps))
+        lit, bare = statistics.median(lits), statistics.median(bares)
         rate = 32 * k / (lit / 1000)
         print(f"{k:3d} {lit:20.1f} {bare:13.1f} {lit / bare:5.2f}x {k * seq:26.1f} {rate:27.0f}")
 

@@ -111,25 +111,49 @@ def write_predictions(path: str | Path, predictions: pd.DataFrame) -> Path:
     return Path(path)
 
 
-def fit_and_test(spec: RunSpec, cache: PatchCache) -> RunResult:
-    """Train one run as its config says, then predict each of its test sets."""
+@dataclass
+class RunParts:
+    """What a run is built from: its data, seed, LightningModule, callbacks and loggers."""
+
+    dm: PatchDataModule
+    seed: int
+    module: pl.LightningModule
+    callbacks: list
+    loggers: list
+
+
+def build_run(spec: RunSpec, cache: PatchCache, note: str = "") -> RunParts:
+    """Build one run's parts from its config, seeded by its identity (both engines use this).
+
+    Example:
+        >>> parts = build_run(spec, cache)  # doctest: +SKIP
+    """
     cfg = spec.cfg
-    loader = hydra.utils.instantiate(cfg.data.loader)
-    dm = loader(cache, train_ids=spec.train_ids, val_ids=spec.val_ids)
+    dm = hydra.utils.instantiate(cfg.data.loader)(
+        cache, train_ids=spec.train_ids, val_ids=spec.val_ids
+    )
     print(
         f"{cfg.experiment_name} fold {cfg.fold} {cfg.run.stage}: {len(dm.rows['train'])} training "
-        f"patches, "
-        f"{len(dm.rows['val'])} validation lesions"
+        f"patches, {len(dm.rows['val'])} validation lesions{note}"
     )
     seed = run_seed(cfg.seed, cfg.experiment_name, cfg.fold, cfg.run.stage)
     pl.seed_everything(seed, workers=True, verbose=False)
     module = hydra.utils.instantiate(cfg.model, seed=seed, inference=inference_description(cfg))
     module.balance_classes(dm.table("train")["label"])
-    loggers = instantiate_list(cfg.get("logger"))
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    return RunParts(dm, seed, module, callbacks, instantiate_list(cfg.get("logger")))
+
+
+def fit_and_test(spec: RunSpec, cache: PatchCache) -> RunResult:
+    """Train one run as its config says, then predict each of its test sets."""
+    cfg = spec.cfg
+    loader = hydra.utils.instantiate(cfg.data.loader)
+    parts = build_run(spec, cache)
+    dm, module, loggers = parts.dm, parts.module, parts.loggers
     for logger in loggers:
         logger.log_hyperparams(run_config(cfg))
     trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")), logger=loggers or False
+        cfg.trainer, callbacks=parts.callbacks, logger=loggers or False
     )
     try:
         resume = lightning_resumable(spec.resume)

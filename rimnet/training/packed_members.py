@@ -56,10 +56,7 @@ class Member:
 
     @property
     def lr(self) -> float:
-        s = self.staircase
-        if s.fixed_epochs is not None:
-            return s.rate_for_epoch(self.epoch) or s.rates[-1]
-        return s.lr
+        return self.staircase.rate_at(self.epoch)
 
 
 def limit(value: float | int | None, n: int, batch: int) -> int:

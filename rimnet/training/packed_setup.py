@@ -3,42 +3,33 @@ loggers, and resuming a member from its own ``last.ckpt``."""
 
 from __future__ import annotations
 
-import hydra
 import pytorch_lightning as pl
 import torch
 
 from rimnet.data.cache import PatchCache
 from rimnet.io import safe_load
 from rimnet.models.packed import PackedRimNet
-from rimnet.training.engine import RunSpec, inference_description, instantiate_list
+from rimnet.training.engine import RunSpec, build_run
 from rimnet.training.packed_members import Member
 from rimnet.training.packed_module import PackedModule
-from rimnet.training.run import ENGINE_KEY, run_seed
+from rimnet.training.run import ENGINE_KEY
 from rimnet.training.schedule import Staircase, StaircaseLR
 
 
 def build_member(spec: RunSpec, cache: PatchCache) -> Member:
+    """A run as a member of a pack, built as the sequential engine builds it (:func:`build_run`)."""
     cfg = spec.cfg
-    dm = hydra.utils.instantiate(cfg.data.loader)(
-        cache, train_ids=spec.train_ids, val_ids=spec.val_ids
-    )
-    print(
-        f"{cfg.experiment_name} fold {cfg.fold} {cfg.run.stage}: {len(dm.rows['train'])} "
-        f"training patches, {len(dm.rows['val'])} validation lesions (packed)"
-    )
-    seed = run_seed(cfg.seed, cfg.experiment_name, cfg.fold, cfg.run.stage)
-    pl.seed_everything(seed, workers=True, verbose=False)
-    module = hydra.utils.instantiate(cfg.model, seed=seed, inference=inference_description(cfg))
-    module.balance_classes(dm.table("train")["label"])
-    callbacks = instantiate_list(cfg.get("callbacks"))
+    parts = build_run(spec, cache, " (packed)")
+    callbacks = parts.callbacks
     staircase = next((c.staircase for c in callbacks if isinstance(c, StaircaseLR)), None)
     if staircase is None:
         staircase = Staircase(list(cfg.schedule.rates), cfg.schedule.patience)
     checkpoint = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)), None)
     max_epochs = cfg.trainer.get("max_epochs")
     max_epochs = 1000 if max_epochs is None else (10**9 if max_epochs < 0 else max_epochs)
-    loggers = instantiate_list(cfg.get("logger"))
-    return Member(spec, seed, module, dm, staircase, checkpoint, loggers, int(max_epochs))
+    return Member(
+        spec, parts.seed, parts.module, parts.dm, staircase, checkpoint, parts.loggers, max_epochs
+    )
 
 
 def resume_weights(packed: PackedRimNet, slot: int, m: Member) -> dict | None:

@@ -62,6 +62,12 @@ class Staircase:
                 return rate
         return None
 
+    def rate_at(self, epoch: int) -> float:
+        """The rate of ``epoch``: the fixed schedule's, else the plateau rule's current one."""
+        if self.fixed_epochs is not None:
+            return self.rate_for_epoch(epoch) or self.rates[-1]
+        return self.lr
+
     def step(self, val_loss: float | None = None) -> str:
         """Record one finished epoch; returns ``continue``, ``decay`` or ``stop``."""
         self.epochs_per_rate[self.level] += 1
@@ -120,9 +126,7 @@ class StaircaseLR(pl.Callback):
         self.monitor = monitor
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        lr = self.staircase.lr
-        if self.staircase.fixed_epochs is not None:
-            lr = self.staircase.rate_for_epoch(trainer.current_epoch) or self.staircase.rates[-1]
+        lr = self.staircase.rate_at(trainer.current_epoch)
         for opt in trainer.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
