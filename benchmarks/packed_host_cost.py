@@ -58,6 +58,20 @@ class StepClock(pl.Callback):
         return 1000 * (self.t1 - self.t0) / max(self.n - self.warmup, 1)
 
 
+def timed_fit(module: pl.LightningModule, data: pl.LightningDataModule, steps: int) -> float:
+    """Milliseconds per step of ``steps`` training steps under a Trainer (after 3 warm-up)."""
+    clock = StepClock()
+    trainer = pl.Trainer(
+        accelerator=DEVICE[0],
+        max_epochs=1,
+        limit_train_batches=steps + 3,
+        callbacks=[clock],
+        **QUIET,
+    )
+    trainer.fit(module, datamodule=data)
+    return clock.ms()
+
+
 def members(cache, k: int) -> list:
     ids = cache.patients["patient_id"].tolist()
     dms = [PatchDataModule(cache, ["phase", "flair"], train_ids=ids, seed=s) for s in range(k)]
@@ -69,16 +83,7 @@ def packed_lightning(cache, k: int, steps: int) -> float:
     packed = PackedRimNet.from_models([RimNet(**NET) for _ in range(k)])
     adam = torch.optim.Adam(RimNet(**NET).parameters(), lr=1e-4)
     module = PackedModule(packed, RimNet(**NET), torch.ones(k, 2), adam, lambda: [1e-4] * k)
-    clock = StepClock()
-    trainer = pl.Trainer(
-        accelerator=DEVICE[0],
-        max_epochs=1,
-        limit_train_batches=steps + 3,
-        callbacks=[clock],
-        **QUIET,
-    )
-    trainer.fit(module, datamodule=PackDataModule(members(cache, k), cache, 32))
-    return clock.ms()
+    return timed_fit(module, PackDataModule(members(cache, k), cache, 32), steps)
 
 
 def packed_bare(cache, k: int, steps: int) -> float:
@@ -112,16 +117,7 @@ def sequential_lightning(cache, steps: int) -> float:
     torch.manual_seed(0)
     ids = cache.patients["patient_id"].tolist()
     dm = PatchDataModule(cache, ["phase", "flair"], train_ids=ids)
-    clock = StepClock()
-    trainer = pl.Trainer(
-        accelerator=DEVICE[0],
-        max_epochs=1,
-        limit_train_batches=steps + 3,
-        callbacks=[clock],
-        **QUIET,
-    )
-    trainer.fit(RimNetModule(RimNet(**NET), channels_last=False), datamodule=dm)
-    return clock.ms()
+    return timed_fit(RimNetModule(RimNet(**NET), channels_last=False), dm, steps)
 
 
 def main() -> None:

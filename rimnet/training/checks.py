@@ -140,7 +140,7 @@ def check_fold_config(cfg: DictConfig) -> None:
             )
 
 
-PRECISIONS = (None, 32, 64, "32", "64", "32-true", "64-true", "bf16-mixed")
+PACK_PRECISIONS = (None, 32, 64, "32", "64", "32-true", "64-true", "bf16-mixed")
 # Trainer keys a pack cannot honour per member, and the values that are harmless.
 REFUSED = {
     "accumulate_grad_batches": (None, 1),
@@ -177,7 +177,7 @@ def check_pack(cfg: DictConfig) -> None:
         problems.append(f"the network {target} does not offer packing (no packed(k) method)")
     if cfg.data.loader.get("augment", "batched") != "batched":
         problems.append(f"data.loader.augment={cfg.data.loader.augment} (packs need batched)")
-    if cfg.trainer.get("precision") not in PRECISIONS:
+    if cfg.trainer.get("precision") not in PACK_PRECISIONS:
         problems.append(
             f"trainer.precision={cfg.trainer.precision} (32, 64 or bf16-mixed; fp16 would "
             "need a loss scaler per member)"

@@ -21,7 +21,7 @@ from rimnet.errors import ConfigError
 from rimnet.io import fingerprint
 from rimnet.models.packed import PackedRimNet
 from rimnet.models.registry import build_network, network_name, offers_packing
-from rimnet.training.checks import PER_MEMBER, PRECISIONS, check_pack
+from rimnet.training.checks import PACK_PRECISIONS, PER_MEMBER, check_pack
 from rimnet.training.engine import (
     RunResult,
     RunSpec,
@@ -94,7 +94,7 @@ def packable(cfg: DictConfig) -> bool:
         and str(t.get("accelerator")) in ("gpu", "cuda", "auto")
         and t.get("devices", 1) in (1, "1")
         and t.get("strategy") in (None, "auto")
-        and t.get("precision") in PRECISIONS
+        and t.get("precision") in PACK_PRECISIONS
     )
 
 
