@@ -137,7 +137,9 @@ def main() -> None:
     else:
         root = Path(tempfile.mkdtemp(prefix="rimnet-host-"))
         csv = generate_cohort(root / "smoke", "smoke", seed=0, progress=False)
-        cache = build_cache(csv, root / "cache", PreprocessConfig(elastic_copies=0), progress=False)
+        cache = build_cache(
+            csv, root / "cache", PreprocessConfig.paper(elastic_copies=0), progress=False
+        )
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
         f"threads, torch {torch.__version__}, pytorch_lightning {pl.__version__}; {args.device}, "

@@ -76,7 +76,7 @@ def main() -> None:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="rimnet-probe-"))
         csv = generate_cohort(tmp / args.scale, args.scale, seed=args.seed, progress=False)
-        cfg = PreprocessConfig(elastic_copies=0, rotate_rim=False, n_jobs=None)
+        cfg = PreprocessConfig.paper(elastic_copies=0, rotate_rim=False, n_jobs=None)
         cache = build_cache(csv, tmp / "cache", cfg, progress=False)
     rows = originals(cache.lesions)
     y = rows["label"].to_numpy()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rimnet.data.candidates import CandidateRules
+from rimnet.data.cache import PreprocessConfig
 from rimnet.data.cohort import read_cohort
 from rimnet.inference import Bundle, Predictor, write_patient
 from rimnet.models import RimNet
@@ -49,6 +49,7 @@ def main() -> None:
         + " ".join(f"{s:>10s}" for s in stages)
         + f" {'total ms':>9s}"
     )
+    patches = PreprocessConfig.paper()
     for widths in ((8, 16, 32), (32, 64, 128)):
         for members in (1, 4):
             model = {
@@ -56,7 +57,7 @@ def main() -> None:
                 "widths": list(widths),
                 "fc": [256, 128, 64],
                 "bottleneck": 1,
-                "patch_size": 28,
+                "patch_size": patches.patch_size,
                 "dropout": 0.0,
             }
             states = [RimNet(**model).state_dict() for _ in range(members)]
@@ -65,7 +66,9 @@ def main() -> None:
                 model=model,
                 members=states,
                 threshold=0.5,
-                rules=CandidateRules().__dict__,
+                patch_size=patches.patch_size,
+                context=patches.context,
+                rules=dict(vars(patches.rules)),
             )
             pred = Predictor(bundle, device=args.device)
             pred.predict_row(rows[0])  # warm-up

@@ -35,11 +35,11 @@ def main() -> None:
     csv = generate_cohort(out / "cohort", args.scale, seed=0, force=True, progress=False)
     t_synth = time.perf_counter() - t0
     rows = []
-    n_jobs = PreprocessConfig(n_jobs=args.n_jobs).workers()
-    configs = [("preprocess (paper augmentation)", PreprocessConfig(n_jobs=1))]
+    n_jobs = PreprocessConfig.paper(n_jobs=args.n_jobs).workers()
+    configs = [("preprocess (paper augmentation)", PreprocessConfig.paper(n_jobs=1))]
     if n_jobs > 1:  # one process per 2 cores: nothing to compare on a 2-core machine
-        configs.append((f"preprocess, {n_jobs} processes", PreprocessConfig(n_jobs=n_jobs)))
-    configs.append(("preprocess (no elastic)", PreprocessConfig(elastic_copies=0, n_jobs=1)))
+        configs.append((f"preprocess, {n_jobs} processes", PreprocessConfig.paper(n_jobs=n_jobs)))
+    configs.append(("preprocess (no elastic)", PreprocessConfig.paper(elastic_copies=0, n_jobs=1)))
     for name, cfg in configs:
         t0 = time.perf_counter()
         folder = out / name.replace(" ", "_").replace(",", "")

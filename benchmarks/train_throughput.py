@@ -160,7 +160,7 @@ def data_path_rows(args: argparse.Namespace, devices: list[torch.device]) -> Non
     else:
         tmp = Path(tempfile.mkdtemp(prefix="rimnet-bench-"))
         csv = generate_cohort(tmp / "smoke", "smoke", progress=False)
-        cfg = PreprocessConfig(elastic_copies=1)
+        cfg = PreprocessConfig.paper(elastic_copies=1)
         cache = build_cache(csv, tmp / "smoke-cache", cfg, progress=False)
     pats = cache.patients.patient_id.tolist()
     print(

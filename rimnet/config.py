@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,23 @@ def _config_dir() -> str:
 
 
 CONFIG_DIR = _config_dir()
+
+
+@cache
+def _paper_patches() -> dict:
+    node = OmegaConf.load(Path(CONFIG_DIR, "patches", "paper.yaml"))
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def paper_patches() -> dict:
+    """The paper's candidate and patch rules as ``conf/patches/paper.yaml`` sets them: the one
+    place their defaults are written (a fresh copy on each call).
+
+    Example:
+        >>> paper_patches()["patch_size"], paper_patches()["rules"]["min_volume_mm3"]
+        (28, 12.3)
+    """
+    return copy.deepcopy(_paper_patches())
 
 
 def register_resolvers() -> None:

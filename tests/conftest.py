@@ -32,7 +32,7 @@ def smoke_cache(smoke_csv, tmp_path_factory):
     return build_cache(
         smoke_csv,
         tmp_path_factory.mktemp("cache") / "smoke",
-        PreprocessConfig(elastic_copies=1),
+        PreprocessConfig.paper(elastic_copies=1),
         progress=False,
     )
 

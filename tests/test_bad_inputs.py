@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from bundles import untrained_bundle
 from conftest import simple_patient, write_cohort
 
-from rimnet.inference.bundle import Bundle
 from rimnet.io import OWNER_MARKER
 from rimnet.models import RimNet
 
@@ -87,10 +87,7 @@ def world(tmp_path, monkeypatch) -> World:
     (root / "mine" / "notes.txt").write_text("my notes\n")
     torch.manual_seed(0)
     net = RimNet(**TINY)
-    bundle = Bundle(
-        modalities=["phase", "flair"], model=dict(TINY), members=[net.state_dict()], threshold=0.5
-    )
-    bundle.save(root / "bundle.pt")
+    untrained_bundle([net], ["phase", "flair"]).save(root / "bundle.pt")
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -734,9 +731,7 @@ def test_cohort_predict_with_a_phase_bundle_from_another_folder(world, capsys):
     torch.manual_seed(0)
     net = RimNet(n_modalities=1, widths=[2, 4, 4], fc=[8])
     phase = world.root / "phase.pt"
-    Bundle(modalities=["phase"], model=net.config, members=[net.state_dict()], threshold=0.5).save(
-        phase
-    )
+    untrained_bundle([net], ["phase"]).save(phase)
     out = world.root / "results"
     argv = ["--bundle", str(phase), "--cohort", str(world.csv), "--out", str(out)]
     assert run_entry("predict", [*argv, "--device", "cpu"]) == 0, capsys.readouterr().err

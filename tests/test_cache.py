@@ -10,9 +10,10 @@ import pytest
 from conftest import simple_patient, write_cohort
 
 from rimnet.data.cache import PreprocessConfig, build_cache, load_cache
+from rimnet.data.candidates import CandidateRules
 from rimnet.data.cohort import CohortError
 
-FAST = PreprocessConfig(elastic_copies=1)
+FAST = PreprocessConfig.paper(elastic_copies=1)
 
 
 def test_cache_layout_and_lesion_table(tmp_path):
@@ -71,14 +72,18 @@ def test_cache_is_reused_then_rebuilt_on_change(tmp_path):
     stamp = (tmp_path / "cache" / "patches.bin").stat().st_mtime_ns
     build_cache(csv, tmp_path / "cache", FAST, progress=False)
     assert (tmp_path / "cache" / "patches.bin").stat().st_mtime_ns == stamp  # reused
-    c2 = build_cache(csv, tmp_path / "cache", PreprocessConfig(elastic_copies=0), progress=False)
+    c2 = build_cache(
+        csv, tmp_path / "cache", PreprocessConfig.paper(elastic_copies=0), progress=False
+    )
     assert len(c2.lesions) == 10  # parameters changed: rebuilt without elastic copies
     vols = simple_patient()
     vols["lesion_mask"][:] = 0
     vols["rim_mask"][:] = 0  # a rim annotation without its lesion would be an error
     for col in ("lesion_mask", "rim_mask"):
         nib.save(nib.Nifti1Image(vols[col], np.eye(4)), tmp_path / "c" / "p1" / f"{col}.nii.gz")
-    c3 = build_cache(csv, tmp_path / "cache", PreprocessConfig(elastic_copies=0), progress=False)
+    c3 = build_cache(
+        csv, tmp_path / "cache", PreprocessConfig.paper(elastic_copies=0), progress=False
+    )
     assert len(c3.lesions) == 0 and c3.patients.n_candidates.tolist() == [
         0
     ]  # input changed: rebuilt
@@ -152,7 +157,7 @@ def test_duplicate_ids_and_unknown_site(tmp_path):
         build_cache(
             tmp_path / "c" / "site.csv",
             tmp_path / "cache",
-            PreprocessConfig(elastic_copies=1, sites=["basel", "lausanne"]),
+            PreprocessConfig.paper(elastic_copies=1, sites=["basel", "lausanne"]),
             progress=False,
         )
 
@@ -166,7 +171,10 @@ def test_opt_in_resampling_to_the_phase_grid(tmp_path):
     with pytest.raises(CohortError):
         build_cache(csv, tmp_path / "cache", FAST, progress=False)
     cache = build_cache(
-        csv, tmp_path / "cache", PreprocessConfig(elastic_copies=1, resample=True), progress=False
+        csv,
+        tmp_path / "cache",
+        PreprocessConfig.paper(elastic_copies=1, resample=True),
+        progress=False,
     )
     assert cache.patches.shape[0] == 20
     assert load_cache(tmp_path / "cache").meta["params"]["resample"] is True
@@ -217,11 +225,36 @@ def test_parallel_preprocessing_writes_the_same_cache(tmp_path):
     patients = {f"p{i}": simple_patient(seed=i) for i in range(3)}
     csv = write_cohort(tmp_path / "c", patients)
     one = build_cache(
-        csv, tmp_path / "one", PreprocessConfig(elastic_copies=1, n_jobs=1), progress=False
+        csv, tmp_path / "one", PreprocessConfig.paper(elastic_copies=1, n_jobs=1), progress=False
     )
     two = build_cache(
-        csv, tmp_path / "two", PreprocessConfig(elastic_copies=1, n_jobs=2), progress=False
+        csv, tmp_path / "two", PreprocessConfig.paper(elastic_copies=1, n_jobs=2), progress=False
     )
     for name in ("patches.bin", "lesions.csv", "patients.csv"):
         assert (one.path / name).read_bytes() == (two.path / name).read_bytes(), name
     assert one.meta["fingerprint"] == two.meta["fingerprint"]  # n_jobs is not part of the result
+
+
+def test_the_paper_parameters_are_written_once():
+    """``conf/patches/paper.yaml`` holds the values; the dataclasses only name the keys."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from rimnet.config import CONFIG_DIR
+
+    for cls in (PreprocessConfig, CandidateRules):
+        defaults = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        ]
+        assert not defaults, f"{cls.__name__} repeats defaults of paper.yaml: {defaults}"
+    yaml = OmegaConf.to_container(
+        OmegaConf.load(Path(CONFIG_DIR, "patches", "paper.yaml")), resolve=True
+    )
+    paper = PreprocessConfig.paper()
+    assert dataclasses.asdict(paper) == yaml
+    assert PreprocessConfig.paper(rules={"min_volume_mm3": 0}).rules.max_voxels == (
+        yaml["rules"]["max_voxels"]
+    )

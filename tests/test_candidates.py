@@ -17,7 +17,7 @@ def test_six_connectivity_splits_diagonal_neighbours():
     m[6:10, 6:10, 6:10] = 1  # touches the first cube only at a corner
     m[12:14, 12:14, 12:14] = 1
     m[14:16, 12:14, 12:14] = 1  # face-adjacent: same component
-    df, labels = extract_candidates(m, aff(1.0), CandidateRules(min_volume_mm3=0))
+    df, labels = extract_candidates(m, aff(1.0), CandidateRules.paper(min_volume_mm3=0))
     assert len(df) == 3  # 26-connectivity would give 2
     assert sorted(df.n_voxels) == [16, 64, 64]
     assert labels.max() == 3
@@ -62,12 +62,17 @@ def test_labels_raters_and_consensus_needed():
     r1 = rim.copy()
     r2 = np.zeros_like(rim)
     df, _ = extract_candidates(
-        m, aff(1.0), CandidateRules(min_volume_mm3=0), rim_mask=rim, rater1_mask=r1, rater2_mask=r2
+        m,
+        aff(1.0),
+        CandidateRules.paper(min_volume_mm3=0),
+        rim_mask=rim,
+        rater1_mask=r1,
+        rater2_mask=r2,
     )
     assert df.label.tolist() == [1, 0]
     assert df.rater1.tolist() == [1, 0] and df.rater2.tolist() == [0, 0]
     assert df.consensus_needed.tolist() == [True, False]
-    df2, _ = extract_candidates(m, aff(1.0), CandidateRules(min_volume_mm3=0))
+    df2, _ = extract_candidates(m, aff(1.0), CandidateRules.paper(min_volume_mm3=0))
     assert df2.label.tolist() == [-1, -1] and not df2.consensus_needed.any()
 
 
@@ -82,7 +87,7 @@ def test_location_rules():
     m[10:14, 40:44, 51:55] = 1  # half of it within 2 mm of the cortex
     m[2:6, 2:6, 2:6] = 1  # deep grey matter
     m[45:49, 40:44, 15:19] = 1  # deep white matter
-    df, _ = extract_candidates(m, aff(1.0), CandidateRules(min_volume_mm3=0), anatomy=anat)
+    df, _ = extract_candidates(m, aff(1.0), CandidateRules.paper(min_volume_mm3=0), anatomy=anat)
     assert df.location.tolist() == ["other", "juxtacortical", "periventricular", "deep_wm"]
 
 
@@ -91,6 +96,6 @@ def test_centre_of_mass_in_voxels_and_mm():
     m[4:8, 10:12, 0:2] = 1
     affine = np.diag([0.5, 0.5, 0.5, 1.0])
     affine[:3, 3] = [10, 20, 30]
-    df, _ = extract_candidates(m, affine, CandidateRules(min_volume_mm3=0))
+    df, _ = extract_candidates(m, affine, CandidateRules.paper(min_volume_mm3=0))
     assert df[["center_i", "center_j", "center_k"]].values.tolist() == [[5.5, 10.5, 0.5]]
     assert df[["center_x", "center_y", "center_z"]].values.tolist() == [[12.75, 25.25, 30.25]]

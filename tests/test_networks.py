@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from bundles import untrained_bundle
 from test_bad_inputs import run_entry
 from tiny_network import TinyNet
 
@@ -78,9 +79,7 @@ def test_a_new_network_trains_exports_and_predicts(smoke_csv, tmp_path, monkeypa
 def test_a_bundle_naming_an_unregistered_class_is_refused(tmp_path):
     torch.manual_seed(0)
     net = RimNet(n_modalities=1, widths=[2, 2, 2], fc=[4])
-    bundle = Bundle(
-        modalities=["phase"], model=net.config, members=[net.state_dict()], threshold=0.5
-    )
+    bundle = untrained_bundle([net], ["phase"])
     bundle.save(tmp_path / "b.pt")
     obj = torch.load(tmp_path / "b.pt", weights_only=True)
     torch.save({**obj, "network": "os.system"}, tmp_path / "evil.pt")

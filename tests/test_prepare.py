@@ -169,7 +169,9 @@ def test_a_foreign_bids_folder_goes_through_prepare_and_preprocess(prepared, tmp
     assert "int-signed" in report.phase_steps[0] and report.t1w_registration_metric[0] < -0.5
     from rimnet.data.cache import PreprocessConfig, build_cache
 
-    cache = build_cache(out / "cohort.csv", tmp_path / "cache", PreprocessConfig(elastic_copies=0))
+    cache = build_cache(
+        out / "cohort.csv", tmp_path / "cache", PreprocessConfig.paper(elastic_copies=0)
+    )
     assert cache.meta["counts"]["patients"] == 1 and cache.meta["counts"]["candidates"] > 10
     mapped = np.asarray(nib.load(out / "p7_01" / "anatomy.nii.gz").dataobj)
     assert (mapped == codes).mean() > 0.95  # T1w -> FLAIR -> T2*, all one grid here: ~ identity

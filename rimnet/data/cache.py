@@ -15,7 +15,7 @@ import contextlib
 import json
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,22 +64,45 @@ PATIENT_THREADS = 2
 
 @dataclass
 class PreprocessConfig:
-    """Parameters of :func:`build_cache` (mirrors ``conf/preprocess.yaml``)."""
+    """Parameters of :func:`build_cache`: the keys of ``conf/patches/paper.yaml``, which holds
+    their values (:meth:`paper` reads them; the comments there explain each)."""
 
-    modalities: list[str] = field(default_factory=lambda: ["phase", "t2star", "flair"])
-    patch_size: int = 28
-    max_shift: int = 2
-    elastic_copies: int = 3
-    rotate_rim: bool = True
-    elastic_margin: int = 6
-    dtype: str = "float16"
-    seed: int = 0
-    resample: bool = False
-    sites: list[str] | None = None
-    rim_outside_lesion: str = "error"
-    anatomy_format: str = "auto"
-    n_jobs: int | None = 1  # processes over patients; None: one per 2 cores (same output)
-    rules: CandidateRules = field(default_factory=CandidateRules)
+    modalities: list[str]
+    patch_size: int
+    max_shift: int
+    elastic_copies: int
+    rotate_rim: bool
+    elastic_margin: int
+    dtype: str
+    seed: int
+    resample: bool
+    sites: list[str] | None
+    rim_outside_lesion: str
+    anatomy_format: str
+    n_jobs: int | None  # processes over patients; None: one per 2 cores (same output)
+    rules: CandidateRules
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> PreprocessConfig:
+        """The paper's parameters (``conf/patches/paper.yaml``) with ``overrides``; ``rules``
+        may be a dict of the rules to change.
+
+        Example:
+            >>> PreprocessConfig.paper(elastic_copies=0).elastic_copies
+            0
+        """
+        from rimnet.config import paper_patches
+
+        return cls.from_values({**paper_patches(), **overrides})
+
+    @classmethod
+    def from_values(cls, values: dict) -> PreprocessConfig:
+        """From plain values; a ``rules`` dict changes the paper's rules it names."""
+        values = dict(values)
+        rules = values.pop("rules", None) or {}
+        if not isinstance(rules, CandidateRules):
+            rules = CandidateRules.paper(**rules)
+        return cls(**values, rules=rules)
 
     def workers(self) -> int:
         """How many processes preprocess patients: ``n_jobs``, or one per
@@ -102,9 +125,7 @@ class PreprocessConfig:
         """From a ``patches`` config node (``conf/patches/paper.yaml``)."""
         from omegaconf import OmegaConf
 
-        values = OmegaConf.to_container(node, resolve=True)
-        rules = CandidateRules(**values.pop("rules"))
-        return cls(**values, rules=rules)
+        return cls.from_values(OmegaConf.to_container(node, resolve=True))
 
 
 @dataclass
@@ -179,11 +200,12 @@ def synthetic_cohort(cohort_csv: str | Path, scale: str, seed: int) -> Path:
 def build_cache(
     cohort_csv: str | Path,
     cache_dir: str | Path,
-    cfg: PreprocessConfig = PreprocessConfig(),
+    cfg: PreprocessConfig | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> PatchCache:
-    """Build (or reuse) the patch cache of a cohort and return it loaded.
+    """Build (or reuse) the patch cache of a cohort and return it loaded (``cfg``: the paper's
+    parameters when not given).
 
     Takes the cache's lock, so parallel jobs that need the same cache wait for the first one.
 
@@ -192,6 +214,7 @@ def build_cache(
         >>> cache.patches.shape  # doctest: +SKIP
         (4312, 3, 32, 32, 32)
     """
+    cfg = cfg or PreprocessConfig.paper()
     check_replaceable(cache_dir, "patch-cache", "cache_dir")
     with file_lock(lock_for(cache_dir)):
         return _build_cache(cohort_csv, cache_dir, cfg, force, progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,8 @@ CONNECTIVITY_6 = ndimage.generate_binary_structure(3, 1)
 
 @dataclass(frozen=True)
 class CandidateRules:
-    """Parameters of the candidate rules; defaults are the paper's.
+    """Parameters of the candidate rules (``rules`` of ``conf/patches/paper.yaml``, which holds
+    the paper's values; :meth:`paper` reads them).
 
     Attributes:
         min_volume_mm3: components below this volume are recorded as ``below_min_volume``.
@@ -27,12 +29,24 @@ class CandidateRules:
         rule.
     """
 
-    min_volume_mm3: float = 12.3
-    max_voxels: int = 10_000
-    max_rim_voxels_in_patch: int = 900
-    patch_size: int = 28
-    periventricular_mm: float = 3.0
-    juxtacortical_mm: float = 2.0
+    min_volume_mm3: float
+    max_voxels: int
+    max_rim_voxels_in_patch: int
+    patch_size: int
+    periventricular_mm: float
+    juxtacortical_mm: float
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> CandidateRules:
+        """The paper's rules, as ``conf/patches/paper.yaml`` sets them, with ``overrides``.
+
+        Example:
+            >>> CandidateRules.paper(min_volume_mm3=0).max_voxels
+            10000
+        """
+        from rimnet.config import paper_patches
+
+        return cls(**{**paper_patches()["rules"], **overrides})
 
 
 def components(lesion_mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -144,14 +158,15 @@ def _exclusion(
 def extract_candidates(
     lesion_mask: np.ndarray,
     affine: np.ndarray,
-    rules: CandidateRules = CandidateRules(),
+    rules: CandidateRules | None = None,
     rim_mask: np.ndarray | None = None,
     rater1_mask: np.ndarray | None = None,
     rater2_mask: np.ndarray | None = None,
     anatomy: np.ndarray | None = None,
     air_mask: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """One row per 6-connected component, plus the component label map.
+    """One row per 6-connected component, plus the component label map (``rules``: the paper's
+    when not given).
 
     Columns: ``lesion_index`` (component label), ``n_voxels``, ``volume_mm3``, ``center_i/j/k``
     (centre of mass, voxels), ``center_x/y/z`` (mm, through ``affine``), ``label`` (consensus rim+,
@@ -165,6 +180,7 @@ def extract_candidates(
         >>> df[["n_voxels", "volume_mm3", "excluded"]].values.tolist()
         [[64, 64.0, '']]
     """
+    rules = rules or CandidateRules.paper()
     voxel_mm = np.sqrt((affine[:3, :3] ** 2).sum(0))
     labels, _ = components(lesion_mask)
     regions = location_regions(anatomy, voxel_mm, rules) if anatomy is not None else None

@@ -11,7 +11,7 @@ A bundle is a ``torch.save``-d dict of tensors and plain values only, so it load
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -61,10 +61,10 @@ class Bundle:
     model: dict
     members: list[dict]
     threshold: float
+    patch_size: int
+    context: int
+    rules: dict
     threshold_rule: str = ""
-    patch_size: int = 28
-    context: int = 32
-    rules: dict = field(default_factory=lambda: asdict(CandidateRules()))
     experiment: str = ""
     rimnet_version: str = __version__
     network: str = network_name(RimNet)
