@@ -255,6 +255,7 @@ def test_the_paper_parameters_are_written_once():
     )
     paper = PreprocessConfig.paper()
     assert dataclasses.asdict(paper) == yaml
-    assert PreprocessConfig.paper(rules={"min_volume_mm3": 0}).rules.max_voxels == (
-        yaml["rules"]["max_voxels"]
+    assert (
+        PreprocessConfig.paper(rules={"min_volume_mm3": 0}).rules.max_voxels
+        == (yaml["rules"]["max_voxels"])
     )

@@ -312,21 +312,21 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
 def test_paper_figures_show_the_data_they_come_from(tmp_path, monkeypatch):
     """Figs 3, 9 and 10: bars per panel and their heights from the same predictions; Table S1
     has thresholds 1-6; the re-rating list holds the most confident errors."""
-    from rimnet.evaluation import figures
     from rimnet.evaluation.report import write_report
+    from rimnet.figures import pyplot
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     base = _synthetic_sweep(tmp_path / "sweep")
     drawn = {}
-    monkeypatch.setattr(figures.plt, "close", lambda fig: drawn.setdefault(
+    monkeypatch.setattr(pyplot(), "close", lambda fig: drawn.setdefault(
         fig.texts[0].get_text() if fig.texts else fig.axes[0].get_title(), fig))  # fmt: skip
     out = tmp_path / "report"
     write_report(tmp_path / "sweep", out, experiment_catalogue())
     fig3 = drawn["Fig. 3: rim+ lesion burden per site"]
     true = base.groupby("patient_id").agg(site=("site", "first"), n=("label", "sum"))
     heights = [round(b.get_height()) for b in fig3.axes[0].patches]
-    expected = [int(((true.site == s) & figures.burden_classes(true.n).eq(c)).sum())
-                for s in ("basel", "lausanne") for c in figures.BURDEN]  # fmt: skip
+    expected = [int(((true.site == s) & analysis.burden_classes(true.n).eq(c)).sum())
+                for s in ("basel", "lausanne") for c in analysis.BURDEN]  # fmt: skip
     assert heights == expected and sum(heights) == 24
     fig9 = drawn["Fig. 9: errors and rater consensus (one-tailed two-proportion z-test)"]
     op = analysis.apply_operating_point(
@@ -336,7 +336,13 @@ def test_paper_figures_show_the_data_they_come_from(tmp_path, monkeypatch):
     for ax, label in zip(fig9.axes, (1, 0)):
         assert len(ax.patches) == 4  # correct + wrong, for agreed and consensus needed
         assert sum(round(b.get_height()) for b in ax.patches) == int((op.label == label).sum())
-    fig10 = drawn["Fig. 10: lesion location"]
+    ticks = fig3.axes[0].get_yticks()
+    assert all(float(t).is_integer() for t in ticks)  # patients are counted in whole numbers
+    for ax in fig9.axes:  # each panel explains its colours, the same ones in both
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["correct", "wrong"]
+    assert len({tuple(ax.patches[-1].get_facecolor()) for ax in fig9.axes}) == 1
+    fig10 = drawn["Fig. 10: lesion location (n/a: no lesions there, or the score is undefined)"]
+    assert fig10.axes[1].get_ylabel()
     assert len(fig10.axes[0].patches) == 2 * len(analysis.LOCATIONS)
     assert sum(round(b.get_height()) for b in fig10.axes[0].patches) == len(base)
     assert len(fig10.axes[1].patches) == 3 * len(analysis.LOCATIONS)

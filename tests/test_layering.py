@@ -16,6 +16,8 @@ FORBIDDEN = {
     "evaluation": ("rimnet.config", "rimnet.training", "rimnet.inference"),
     "models": ("rimnet.training", "rimnet.inference", "rimnet.evaluation", "rimnet.synth"),
     "data": ("rimnet.training", "rimnet.inference", "rimnet.evaluation", "rimnet.models"),
+    # drawing only: the stages compute what the figures show
+    "figures": ("rimnet.training", "rimnet.inference", "rimnet.evaluation", "rimnet.config"),
 }
 
 
@@ -36,5 +38,18 @@ def test_a_stage_does_not_import_a_later_one(stage):
         for path in (PACKAGE / stage).rglob("*.py")
         for name in imported_modules(path)
         if name.startswith(FORBIDDEN[stage])
+    }
+    assert not found, sorted(found)
+
+
+def test_every_figure_is_drawn_by_the_figures_package():
+    """One module family draws (with matplotlib): no other module imports a drawing library."""
+    drawing = ("matplotlib", "PIL")
+    found = {
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in PACKAGE.rglob("*.py")
+        if "figures" not in path.relative_to(PACKAGE).parts[:1]
+        for name in imported_modules(path)
+        if name.startswith(drawing)
     }
     assert not found, sorted(found)

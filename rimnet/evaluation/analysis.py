@@ -202,15 +202,19 @@ LOCATIONS = ("periventricular", "juxtacortical", "deep_wm", "other")
 
 
 def location_analysis(pred: pd.DataFrame) -> pd.DataFrame:
-    """Per location: counts, accuracy, F1, PPV, and the one-tailed two-proportion z-test that rim+
-    lesions are more often in that location than rim- lesions (§3.3)."""
+    """Per location (every one of :data:`LOCATIONS`; scores NaN where there are no lesions):
+    counts, accuracy, F1, PPV, and the one-tailed two-proportion z-test that rim+ lesions are
+    more often in that location than rim- lesions (§3.3)."""
     n_pos, n_neg = int((pred["label"] == 1).sum()), int((pred["label"] == 0).sum())
     rows = []
     for loc in LOCATIONS:
         g = pred[pred["location"] == loc]
-        if g.empty:
-            continue
-        m = confusion_metrics(g["label"], g["pred"])
+        nan = float("nan")
+        m = (
+            confusion_metrics(g["label"], g["pred"])
+            if len(g)
+            else {"accuracy": nan, "f1": nan, "ppv": nan}
+        )
         x1, x2 = int((g["label"] == 1).sum()), int((g["label"] == 0).sum())
         z, p = (
             two_proportion_z_test(x1, n_pos, x2, n_neg)
@@ -232,3 +236,71 @@ def location_analysis(pred: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+BURDEN = ("0", "1-3", ">=4")
+
+
+def burden_classes(counts: pd.Series) -> pd.Series:
+    """0, 1-3 or >=4 consensus rim+ lesions per patient (Fig. 3's classes)."""
+    return pd.cut(counts, [-1, 0, 3, np.inf], labels=list(BURDEN)).astype(str)
+
+
+def burden_by_site(counts: pd.DataFrame) -> dict[str, list[int]]:
+    """Patients per site in each of :data:`BURDEN` (``counts``: ``site``, ``true`` per
+    patient)."""
+    burden = burden_classes(counts["true"])
+    return {
+        s: [int(((counts["site"] == s) & (burden == b)).sum()) for b in BURDEN]
+        for s in sorted(counts["site"].unique())
+    }
+
+
+def consensus_counts(op: pd.DataFrame) -> dict[str, dict]:
+    """Per class, correct and wrong calls where the raters agreed and where they needed
+    consensus, and the one-tailed two-proportion z-test that consensus-needed lesions are
+    misclassified more often (§2.8, Fig. 9; NaN when a group is empty or all calls in both
+    groups are right or all wrong)."""
+    drawn = {}
+    for label, name in ((1, "rim+"), (0, "rim-")):
+        g = op[op["label"] == label]
+        needed = g["consensus_needed"].astype(str).str.lower().isin(["true", "1"])
+        wrong = g["pred"] != g["label"]
+        ca, wa = int((~needed & ~wrong).sum()), int((~needed & wrong).sum())
+        cc, wc = int((needed & ~wrong).sum()), int((needed & wrong).sum())
+        defined = (cc + wc) and (ca + wa) and (wa + wc) and (ca + cc)
+        p = two_proportion_z_test(wc, cc + wc, wa, ca + wa)[1] if defined else float("nan")
+        drawn[name] = {
+            "agreed_correct": ca,
+            "agreed_wrong": wa,
+            "consensus_correct": cc,
+            "consensus_wrong": wc,
+            "p_value": p,
+        }
+    return drawn
+
+
+def chronic_active_confusion(counts: pd.DataFrame, threshold: int = 4) -> dict[str, np.ndarray]:
+    """``[[tn, fp], [fn, tp]]`` of the chronic-active call (>= ``threshold`` rim+) of the model
+    and of each rater present in ``counts`` (``true``, ``model``, ``rater1``, ``rater2``)."""
+    truth = counts["true"] >= threshold
+    out = {}
+    for who in ("model", "rater1", "rater2"):
+        if who in counts:
+            m = confusion_metrics(truth, counts[who] >= threshold)
+            out[who] = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
+    return out
+
+
+def rerating_list(op: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """The ``k`` highest-confidence false positives and false negatives at the operating point:
+    what the paper's experts re-rated (§2.8)."""
+    fp = op[(op["label"] == 0) & (op["pred"] == 1)].sort_values("prob", ascending=False).head(k)
+    fn = op[(op["label"] == 1) & (op["pred"] == 0)].sort_values("prob").head(k)
+    cols = [c for c in ("lesion_id", "patient_id", "site", "prob", "threshold", "fold", "label",
+                        "rater1", "rater2", "consensus_needed", "location", "volume_mm3",
+                        "center_i", "center_j", "center_k") if c in op]  # fmt: skip
+    return pd.concat(
+        [fp[cols].assign(error="false_positive"), fn[cols].assign(error="false_negative")],
+        ignore_index=True,
+    )

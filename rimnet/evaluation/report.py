@@ -13,20 +13,17 @@ import json
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from rimnet.data.contract import MODALITIES  # noqa: E402
-from rimnet.errors import RimnetError  # noqa: E402
-from rimnet.evaluation import analysis, figures  # noqa: E402
-from rimnet.evaluation.stats import confusion_metrics, delong_ci, delong_test  # noqa: E402
-from rimnet.io import atomic_path, claim_folder, write_json  # noqa: E402
-from rimnet.tracking import wandb_run  # noqa: E402
+from rimnet.data.contract import MODALITIES
+from rimnet.errors import RimnetError
+from rimnet.evaluation import analysis
+from rimnet.evaluation.stats import delong_ci, delong_test
+from rimnet.figures import curves, lesions, patients
+from rimnet.io import atomic_path, claim_folder, write_json
+from rimnet.tracking import wandb_run
 
 # Where Table 3's rows come from (the paper's table; the experiment list itself is
 # conf/experiment/).
@@ -53,6 +50,7 @@ PAPER_AUC = {
 }
 PREDICTION_REQUIRED = ("lesion_id", "patient_id", "label", "prob")
 METRICS = ["accuracy", "f1", "sensitivity", "specificity", "ppv", "npv"]
+CHRONIC_ACTIVE = 4  # rim+ lesions that make a patient chronic active (the paper's Fig. 8)
 
 
 class Configurations:
@@ -294,43 +292,30 @@ def table3_markdown(t3: pd.DataFrame) -> str:
 
 
 def figure5(preds: dict[str, pd.DataFrame], path: Path, configs: Configurations) -> None:
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4.8))
-    for e in [e for e in configs.cv() if e in preds]:
-        mc = analysis.mean_curves(preds[e])
-        name = configs.label(e)
-        ax[0].step(mc.grid, mc.tpr, where="post", label=f"{name} (AUC {mc.auc:.3f})")
-        ax[1].step(mc.grid, mc.precision, where="post", label=f"{name} (AP {mc.ap:.3f})")
-    _finish_curves(ax, "Fig. 5: mean ROC and PR over the test folds")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    """Fig. 5 of the configurations of the cross-validation found in ``preds``."""
+    present = [e for e in configs.cv() if e in preds]
+    curves.figure5({configs.label(e): analysis.mean_curves(preds[e]) for e in present}, path)
 
 
 def figure6(preds: dict[str, pd.DataFrame], path: Path) -> dict | None:
+    """Fig. 6: the inter-center ensemble against cross-validated RimNet on the same (Lausanne)
+    lesions, with DeLong's test; returns the test (None without both configurations)."""
     if ICS_EXPERIMENT not in preds or TABLE3_RIMNET not in preds:
         return None
     ics = preds[ICS_EXPERIMENT]
     cv = preds[TABLE3_RIMNET][preds[TABLE3_RIMNET]["lesion_id"].isin(ics["lesion_id"])]
     m = _paired(ics, cv)
     test = delong_test(m["label"], m["prob_a"], m["prob_b"]) if m["label"].nunique() == 2 else None
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4.8))
+    drawn = {}
     for name, p in (("ICS: trained on Basel, ensemble", ics), ("CV: trained on both centres", cv)):
-        if p["label"].nunique() < 2:
-            continue
-        g = analysis.GRID
-        auc = analysis.mean_curves(p.assign(fold=0)).auc
-        ax[0].step(
-            g,
-            analysis.roc_on_grid(p["label"], p["prob"]),
-            where="post",
-            label=f"{name} (AUC {auc:.3f})",
-        )
-        ax[1].step(g, analysis.pr_on_grid(p["label"], p["prob"]), where="post", label=name)
-    title = "Fig. 6: RimNet on Lausanne lesions" + (
-        f" (DeLong P = {test.p_value:.3f})" if test else ""
-    )
-    _finish_curves(ax, title)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+        if p["label"].nunique() == 2:
+            drawn[name] = (
+                analysis.GRID,
+                analysis.roc_on_grid(p["label"], p["prob"]),
+                analysis.pr_on_grid(p["label"], p["prob"]),
+                analysis.mean_curves(p.assign(fold=0)).auc,
+            )
+    curves.figure6(drawn, None if test is None else test.p_value, path)
     return (
         None
         if test is None
@@ -338,75 +323,28 @@ def figure6(preds: dict[str, pd.DataFrame], path: Path) -> dict | None:
     )
 
 
-def _finish_curves(ax, title: str) -> None:
-    ax[0].plot([0, 1], [0, 1], ":", color="grey")
-    ax[0].set(xlabel="False positive rate", ylabel="True positive rate", title="ROC")
-    ax[1].set(xlabel="Recall", ylabel="Precision", title="Precision-recall")
-    for a in ax:
-        a.legend(fontsize=7, loc="lower right" if a is ax[0] else "lower left")
-        a.set(xlim=(0, 1), ylim=(0, 1.02))
-    ax[0].figure.suptitle(title)
+def table_s1(pw: pd.DataFrame) -> str:
+    """Supplementary Table 1: patient-wise accuracy and F1 of the model and both experts at
+    thresholds 1-6, with McNemar p-values of the model vs each expert (markdown)."""
+    lines = [
+        "| ≥ rim+ | model acc | model F1 | expert #1 acc | expert #1 F1 | expert #2 acc | "
+        "expert #2 F1 | P model vs #1 | P model vs #2 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t, g in pw.groupby("threshold"):
+        row = g.set_index("who")
 
+        def cell(who: str, col: str, row: pd.DataFrame = row) -> str:
+            v = row[col].get(who, float("nan"))
+            return "" if pd.isna(v) else (f"{100 * v:.1f}" if col != "p_value" else f"{v:.4f}")
 
-def figure7(pw: dict[str, pd.DataFrame], path: Path) -> None:
-    fig, ax = plt.subplots(len(pw), 2, figsize=(10, 3.8 * len(pw)), squeeze=False)
-    for row, (section, table) in enumerate(pw.items()):
-        for col, metric in enumerate(("accuracy", "f1")):
-            for who in ("model", "rater1", "rater2"):
-                g = table[table.who == who]
-                if not g.empty:
-                    ax[row, col].plot(
-                        g.threshold,
-                        100 * g[metric],
-                        "o-",
-                        label={"model": "RimNet", "rater1": "Expert #1", "rater2": "Expert #2"}[
-                            who
-                        ],
-                    )
-            ax[row, col].set(
-                xlabel="rim+ lesions to call a patient chronic active",
-                ylabel=f"{metric} (%)",
-                title=f"{section}: {metric}",
-                ylim=(0, 102),
-                xticks=sorted(table.threshold.unique()),
-            )
-            ax[row, col].legend(fontsize=8)
-    fig.suptitle("Fig. 7: patient-wise analysis")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def figure8(counts: dict[str, pd.DataFrame], path: Path, threshold: int = 4) -> None:
-    fig, ax = plt.subplots(len(counts), 3, figsize=(10, 3.4 * len(counts)), squeeze=False)
-    for row, (section, c) in enumerate(counts.items()):
-        truth = c["true"] >= threshold
-        for col, who in enumerate(("model", "rater1", "rater2")):
-            a = ax[row, col]
-            if who not in c:
-                a.axis("off")
-                continue
-            m = confusion_metrics(truth, c[who] >= threshold)
-            mat = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
-            a.imshow(mat, cmap="Blues")
-            for (i, j), v in np.ndenumerate(mat):
-                a.text(
-                    j,
-                    i,
-                    str(v),
-                    ha="center",
-                    va="center",
-                    fontsize=12,
-                    color="white" if v > mat.max() / 2 else "black",
-                )
-            a.set_xticks([0, 1], ["non-CA", "CA"])
-            a.set_yticks([0, 1], ["non-CA", "CA"])
-            name = {"model": "RimNet", "rater1": "Expert #1", "rater2": "Expert #2"}[who]
-            a.set(xlabel="predicted", ylabel="consensus", title=f"{section}: {name}")
-    fig.suptitle(f"Fig. 8: chronic active (≥ {threshold} rim+) confusion matrices")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+        lines.append(
+            f"| {t} | {cell('model', 'accuracy')} | {cell('model', 'f1')} | "
+            f"{cell('rater1', 'accuracy')} | {cell('rater1', 'f1')} | "
+            f"{cell('rater2', 'accuracy')} | {cell('rater2', 'f1')} | "
+            f"{cell('model_vs_rater1', 'p_value')} | {cell('model_vs_rater2', 'p_value')} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def write_report(
@@ -471,8 +409,11 @@ def write_report(
     if ics_vs_cv is not None:
         files["fig6_intercenter.png"] = out / "fig6_intercenter.png"
     if pw:
-        figure7(pw, out / "fig7_patientwise.png")
-        figure8(counts, out / "fig8_confusion.png")
+        patients.figure7(pw, out / "fig7_patientwise.png")
+        matrices = {
+            k: analysis.chronic_active_confusion(c, CHRONIC_ACTIVE) for k, c in counts.items()
+        }
+        patients.figure8(matrices, CHRONIC_ACTIVE, out / "fig8_confusion.png")
         files.update(
             {
                 "fig7_patientwise.png": out / "fig7_patientwise.png",
@@ -512,29 +453,29 @@ def _paper_extras(
     made: dict[str, Path] = {}
 
     def figure(name: str, draw, *args) -> None:  # noqa: ANN001
-        with atomic_path(out / name) as tmp:
-            draw(*args, tmp)
+        draw(*args, out / name)
         made[name] = out / name
 
-    figure("fig3_rim_burden.png", figures.figure3, counts.reset_index())
+    burden = analysis.burden_by_site(counts.reset_index())
+    figure("fig3_rim_burden.png", patients.figure3, burden, ["0", "1-3", "≥ 4"])
     if "consensus_needed" in op:
-        figure("fig9_errors_consensus.png", figures.figure9, op)
+        figure("fig9_errors_consensus.png", lesions.figure9, analysis.consensus_counts(op))
     if "location" in op and (op["location"] != "").any():
-        figure("fig10_location.png", figures.figure10, analysis.location_analysis(op))
+        figure("fig10_location.png", lesions.figure10, analysis.location_analysis(op))
     with atomic_path(out / "table_s1_patientwise.md") as tmp:
         tmp.write_text(
             "# Supplementary Table 1: patient-wise classification (chronic active = at least t "
-            "rim+ lesions)\n\nAccuracy and F1 in %, McNemar p-values.\n\n" + figures.table_s1(pw)
+            "rim+ lesions)\n\nAccuracy and F1 in %, McNemar p-values.\n\n" + table_s1(pw)
         )
     made["table_s1_patientwise.md"] = out / "table_s1_patientwise.md"
-    errors = figures.rerating_list(op)
+    errors = analysis.rerating_list(op)
     with atomic_path(out / "rerating_list.csv") as tmp:
         errors.to_csv(tmp, index=False)
     made["rerating_list.csv"] = out / "rerating_list.csv"
     patches = _error_patches(errors, Path(sweep_dir) / TABLE3_RIMNET)
     modalities = configs.modalities(TABLE3_RIMNET)
     if patches:
-        figure("examples_errors.png", figures.error_examples, errors, patches, modalities)
+        figure("examples_errors.png", lesions.error_examples, errors, patches, modalities)
     return made
 
 

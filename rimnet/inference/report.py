@@ -12,86 +12,18 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
-from scipy import ndimage
+from rimnet.figures import COLOURS
+from rimnet.figures.slices import qc_card, qc_overview
 
-COLOURS = {"rim+": (220, 20, 60), "rim-": (70, 130, 180), "excluded": (150, 150, 150)}
-ORDER = ("phase", "t2star", "flair")
-HALF = 16  # voxels each side of the centre in a card's slices
-ZOOM = 3  # screen pixels per voxel
+DECISIONS = ("rim+", "rim-", "excluded")
 
 
-def _png(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _grey(plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return (np.clip((plane - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-
-
-def _planes(vol: np.ndarray, c: Sequence[int]) -> list[np.ndarray]:
-    """Axial, coronal and sagittal crops (2·HALF)² through ``c``, zero-padded at the borders,
-    oriented for display (superior/anterior up)."""
-    pad = np.pad(vol, HALF)
-    i, j, k = (int(x) + HALF for x in c)
-    cube = pad[i - HALF : i + HALF, j - HALF : j + HALF, k - HALF : k + HALF]
-    axial, coronal, sagittal = cube[:, :, HALF], cube[:, HALF, :], cube[HALF, :, :]
-    return [np.flipud(p.T) for p in (axial, coronal, sagittal)]
-
-
-def card_image(
-    images: dict[str, np.ndarray], component: np.ndarray, centre: Sequence[int], decision: str
-) -> Image.Image:
-    """Rows = modalities, columns = axial/coronal/sagittal; the lesion outline, one screen pixel
-    thin so the rim under it stays visible, in the decision's colour."""
-    names = [m for m in ORDER if m in images] + [m for m in images if m not in ORDER]
-    side, label_w, top = 2 * HALF * ZOOM, 48, 14
-    zoomed = [
-        np.kron(p > 0, np.ones((ZOOM, ZOOM), bool))
-        for p in _planes(component.astype(np.uint8), centre)
-    ]
-    edges = [m & ~ndimage.binary_erosion(m) for m in zoomed]
-    canvas = Image.new("RGB", (label_w + 3 * (side + 2), top + len(names) * (side + 2)), (0, 0, 0))
-    draw = ImageDraw.Draw(canvas)
-    for col, view in enumerate(("axial", "coronal", "sagittal")):
-        draw.text((label_w + col * (side + 2) + 4, 1), view, fill=(200, 200, 200))
-    for r, name in enumerate(names):
-        y = top + r * (side + 2)
-        planes = _planes(images[name], centre)
-        lo, hi = np.percentile(np.concatenate([p.ravel() for p in planes]), [1, 99])
-        draw.text((4, y + side // 2 - 6), name, fill=(230, 230, 230))
-        for col, (plane, edge) in enumerate(zip(planes, edges)):
-            grey = np.kron(_grey(plane, lo, hi), np.ones((ZOOM, ZOOM), np.uint8))
-            rgb = np.repeat(grey[..., None], 3, axis=2)
-            rgb[edge] = COLOURS[decision]
-            canvas.paste(Image.fromarray(rgb), (label_w + col * (side + 2), y))
-    return canvas
-
-
-def overview_image(background: np.ndarray, lesions, size: int = 360) -> Image.Image:
-    """Axial maximum-intensity projection with every candidate's centre as a dot coloured by its
-    decision (area ~ volume)."""
-    mip = np.flipud(background.max(axis=2).T)
-    lo, hi = np.percentile(mip, [1, 99.5])
-    scale = size / max(mip.shape)
-    img = Image.fromarray(_grey(mip, lo, hi)).convert("RGB")
-    img = img.resize((int(mip.shape[1] * scale), int(mip.shape[0] * scale)), Image.BILINEAR)
-    draw = ImageDraw.Draw(img)
-    n_rows = background.shape[1]
-    for les in lesions.itertuples():
-        x = les.center_i * scale
-        y = (n_rows - 1 - les.center_j) * scale
-        r = max(2.0, min(9.0, (les.volume_mm3 ** (1 / 3)) * 0.8))
-        draw.ellipse((x - r, y - r, x + r, y + r), outline=COLOURS[les.decision], width=2)
-    return img
+def _png(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
 CSS = """
@@ -121,8 +53,8 @@ class PatientFigures:
     """The pictures of one patient's report: the overview and one card per candidate, in report
     order (assessed by falling probability, then excluded)."""
 
-    overview: Image.Image
-    cards: list[tuple[object, Image.Image]]  # (the candidate's row of lesions.csv, its card)
+    overview: bytes  # PNG
+    cards: list[tuple[object, bytes]]  # (the candidate's row of lesions.csv, its card as PNG)
 
 
 def patient_figures(result) -> PatientFigures:
@@ -131,7 +63,7 @@ def patient_figures(result) -> PatientFigures:
 
     Example:
         >>> figs = patient_figures(result)
-        >>> figs.cards[0][0].lesion_id, figs.cards[0][1].size
+        >>> figs.cards[0][0].lesion_id, figs.cards[0][1][:4]
     """
     lesions = result.lesions.copy()
     lesions["_order"] = (lesions["decision"] == "excluded").astype(int)
@@ -142,9 +74,9 @@ def patient_figures(result) -> PatientFigures:
         centre = (
             int(round(les.center_i)), int(round(les.center_j)), int(round(les.center_k))
         )  # fmt: skip
-        img = card_image(result.images, result.labels == les.lesion_index, centre, les.decision)
-        cards.append((les, img))
-    return PatientFigures(overview_image(background, result.lesions), cards)
+        mask = result.labels == les.lesion_index
+        cards.append((les, qc_card(result.images, mask, centre, les.decision, result.affine)))
+    return PatientFigures(qc_overview(background, result.lesions, result.affine), cards)
 
 
 def patient_html(result, bundle_name: str, figures: PatientFigures | None = None) -> str:
@@ -161,10 +93,11 @@ def patient_html(result, bundle_name: str, figures: PatientFigures | None = None
         f"{s['members']} model(s){', TTA' if s['tta'] else ''}); threshold {s['threshold']:.3f}; "
         f"{s['candidates']} candidates, {s['assessed']} assessed</p>"
     )
-    legend = "".join(f"<span style='background:rgb{c}'></span>{d}" for d, c in COLOURS.items())
+    legend = "".join(f"<span style='background:{COLOURS[d]}'></span>{d}" for d in DECISIONS)
     overview = (
         f"<div><img alt='overview' src='{_png(figures.overview)}'>"
-        f"<p class='legend'>axial maximum-intensity projection{legend}</p></div>"
+        f"<p class='legend'>axial maximum-intensity projection, letters: the "
+        f"directions of the image axes{legend}</p></div>"
     )
     cards = []
     for les, img in figures.cards:

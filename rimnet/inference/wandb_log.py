@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rimnet.figures import pixels
 from rimnet.inference.report import PatientFigures, card_caption
 from rimnet.tracking import wandb_run
 
@@ -45,7 +46,10 @@ class PredictLog:
         """Log one patient's overview and candidate cards (``qc/<patient>/...``)."""
         s, pid = result.summary, result.patient_id
         verdict = "chronic active" if s["chronic_active"] else "not chronic active"
-        image = self._wandb.Image
+
+        def image(data: bytes, caption: str) -> object:
+            return self._wandb.Image(pixels(data), caption=caption)
+
         self.run.log(
             {
                 f"qc/{pid}/overview": image(

@@ -22,6 +22,7 @@ from rimnet.data.anatomy import to_rimnet_codes
 from rimnet.data.cache import ordered_map
 from rimnet.data.cohort import check_patient_id
 from rimnet.errors import ConfigError
+from rimnet.figures.slices import checkerboard
 from rimnet.io import (
     atomic_dir,
     atomic_path,
@@ -203,9 +204,7 @@ def _process(ses: Session, site: str, tmp: Path, cfg: PrepareConfig) -> dict:
                 warnings.append("lesion mask empty after registration")
             _save(arr, mag_img, tmp / f"{role}.nii.gz", np.int16)
     qc = tmp / "qc_flair_on_t2star.png"
-    reg.checkerboard_png(
-        magnitude, flair_epi, qc, f"{ses.patient_id}: FLAIR (registered) on T2* magnitude"
-    )
+    checkerboard(magnitude, flair_epi, qc, f"{ses.patient_id}: FLAIR (registered) on T2* magnitude")
     report["checkerboard"] = f"{ses.patient_id}/{qc.name}"
     report["warnings"] = "; ".join(warnings)
     return report

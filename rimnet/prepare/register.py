@@ -129,38 +129,3 @@ def compose(first: Any, then: Any) -> Any:
     out.AddTransform(then)
     out.AddTransform(first)
     return out
-
-
-def checkerboard_png(
-    fixed: np.ndarray, moved: np.ndarray, path: Path, title: str, squares: int = 8
-) -> None:
-    """A checkerboard of two co-registered volumes (mid axial, coronal, sagittal), each scaled to
-    its 1st-99th percentile, written as a PNG for a quick look at the alignment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def scaled(a: np.ndarray) -> np.ndarray:
-        lo, hi = np.percentile(a, [1, 99])
-        return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
-
-    a, b = scaled(fixed), scaled(moved)
-    centre = [n // 2 for n in a.shape]
-    views = [
-        (a[:, :, centre[2]], b[:, :, centre[2]], "axial"),
-        (a[:, centre[1], :], b[:, centre[1], :], "coronal"),
-        (a[centre[0], :, :], b[centre[0], :, :], "sagittal"),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, (x, y, name) in zip(axes, views):
-        ii, jj = np.indices(x.shape)
-        size = max(1, max(x.shape) // squares)
-        board = np.where(((ii // size) + (jj // size)) % 2 == 0, x, y)
-        ax.imshow(board.T, cmap="gray", origin="lower")
-        ax.set_title(name)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
