@@ -224,7 +224,8 @@ def _run_cohort(
         from rimnet.inference.report import cohort_html
 
         with atomic_path(out / "report.html", replace=True) as tmp:
-            tmp.write_text(cohort_html([r.summary for r in results], failures), encoding="utf-8")
+            page = cohort_html([r.summary for r in results], failures, bundle_name)
+            tmp.write_text(page, encoding="utf-8")
     n_ca = sum(r.summary["chronic_active"] for r in results)
     print(
         f"{len(results)} patients, {n_ca} chronic active (>= {chronic_threshold} rim+); results "

@@ -9,6 +9,7 @@ then tests the best checkpoint on the outer test fold and writes ``predictions.c
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from rimnet.config import CONFIG_DIR, normalise_overrides, register_resolvers
 from rimnet.errors import ConfigError, exit_on_error
 from rimnet.io import protected
 from rimnet.preflight import config_dirs, group_choices, run_folder_problem, unknown_key
+
+log = logging.getLogger(__name__)
 
 # torch and Lightning are imported where work starts, so --help, --cfg and config errors answer
 # without them.
@@ -46,12 +49,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_predictions(out / f"{name}.csv", table)
     if cfg.test:
         m = result.metrics
-        print(
+        log.info(
             f"test AUROC {m.get('test/auroc', float('nan')):.3f}  AP "
             f"{m.get('test/ap', float('nan')):.3f}  "
             f"({len(result.predictions['predictions'])} lesions of outer fold {cfg.fold})"
         )
-    print(f"run folder: {out}")
+    log.info(f"run folder: {out}")
     return result.metrics
 
 

@@ -736,3 +736,20 @@ def test_cohort_predict_with_a_phase_bundle_from_another_folder(world, capsys):
     argv = ["--bundle", str(phase), "--cohort", str(world.csv), "--out", str(out)]
     assert run_entry("predict", [*argv, "--device", "cpu"]) == 0, capsys.readouterr().err
     assert sorted(pd.read_csv(out / "patients.csv")["patient_id"]) == ["p1", "p2"]
+
+
+def test_qc_report_of_a_single_uncalibrated_model(world, capsys):
+    """One model: no ensemble spread on the cards; the 0.5 fallback threshold is flagged; the
+    cohort index names bundle, threshold and date; the probability map opens windowed 0-1."""
+    out = world.root / "qc"
+    argv = ["--bundle", str(world.bundle), "--cohort", str(world.csv), "--out", str(out)]
+    assert run_entry("predict", [*argv, "--device", "cpu", "--report"]) == 0
+    capsys.readouterr()
+    page = (out / "p1" / "report.html").read_text()
+    assert "p = " in page and "±" not in page
+    assert "The threshold is not calibrated" in page
+    index = (out / "report.html").read_text()
+    assert "bundle bundle.pt" in index and "threshold 0.500 (not calibrated)" in index
+    assert "written 20" in index
+    header = nib.load(out / "p1" / "probability.nii.gz").header
+    assert (float(header["cal_min"]), float(header["cal_max"])) == (0.0, 1.0)

@@ -189,6 +189,12 @@ def test_basic_launcher_sweep_then_rerun_skips(root):
     stamp = (sweep / "phase" / "fold0" / "predictions.csv").stat().st_mtime_ns
     out = _sweep(root, "+experiment=phase,flair", "fold=0", *TINY)
     assert out.stdout.count("skipped") == 2
+    summary = pd.read_csv(sweep / "summary.csv")  # printed and written when the sweep ends
+    assert summary[["experiment", "fold", "status"]].values.tolist() == [
+        ["flair", 0, "done"],
+        ["phase", 0, "done"],
+    ]
+    assert summary.test_auroc.between(0, 1).all() and "sweep summary" in out.stdout
     assert (sweep / "phase" / "fold0" / "predictions.csv").stat().st_mtime_ns == stamp
     assert jobs["phase"]["fingerprint"] != jobs["flair"]["fingerprint"]
     flair = (sweep / "flair" / "fold0" / "predictions.csv").read_bytes()

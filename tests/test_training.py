@@ -117,6 +117,8 @@ def test_cli_writes_run_folder(root, tmp_path):
     assert (run / ".hydra" / "config.yaml").exists() and (run / "resolved_config.yaml").exists()
     assert (run / "checkpoints" / "last.ckpt").exists() and (run / "predictions.csv").exists()
     assert "test AUROC" in out.stdout and str(run) in out.stdout
+    log = (run / "train.log").read_text()  # the job log holds what the terminal showed
+    assert "test AUROC" in log and "training patches" in log and f"run folder: {run}" in log
 
 
 def test_help_lists_config_groups():
@@ -211,6 +213,24 @@ def test_torchio_and_batched_augmentation_agree(smoke_cache):
     fast = batched_variants(x, variants, 28)
     ref = torch.stack([torchio_variant(x[i], int(v), 28) for i, v in enumerate(variants)])
     assert torch.equal(fast, ref)
+
+
+@pytest.mark.parametrize("modalities", [["phase", "flair"], ["flair", "t2star"]])
+def test_each_channel_of_a_training_batch_is_its_cached_modality(smoke_cache, modalities):
+    """The second branch sees the named modality, flipped and shifted exactly as the first."""
+    pats = smoke_cache.patients.patient_id.tolist()
+    dm = PatchDataModule(smoke_cache, modalities, train_ids=pats, batch_size=8, seed=3)
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(2)
+    batch = next(iter(loader))
+    x, _, item = dm.on_after_batch_transfer(batch, 0)
+    variants = dm.schedule.variants(item.numpy(), 2)
+    stored = smoke_cache.meta["modalities"]
+    for b, (i, v) in enumerate(zip(item.tolist(), variants)):
+        cached = np.asarray(smoke_cache.patches[dm.rows["train"][i]], dtype=np.float32)
+        for c, name in enumerate(modalities):
+            one = torch.from_numpy(cached[stored.index(name)][None])
+            assert torch.equal(x[b, c], torchio_variant(one, int(v), 28)[0]), (b, name)
 
 
 def test_datamodule_paths_agree_and_eval_is_not_augmented(smoke_cache):

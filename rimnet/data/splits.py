@@ -12,6 +12,7 @@ a loaded file is validated against the cache's patients.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ import pandas as pd
 
 from rimnet.errors import RimnetError
 from rimnet.io import write_json
+
+log = logging.getLogger(__name__)
 
 
 class SplitError(RimnetError):
@@ -309,7 +312,7 @@ def load_or_make_splits(
     stats = fold_statistics(splits, patients, lesions)
     splits["statistics"] = stats.to_dict(orient="records")
     write_json(path, splits)
-    print(f"splits written to {path}\n{stats.to_string(index=False)}")
+    log.info(f"splits written to {path}\n{stats.to_string(index=False)}")
     return splits
 
 

@@ -113,6 +113,11 @@ class Bundle:
                 )
         return self
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether the threshold was chosen on test predictions (not the 0.5 fallback)."""
+        return bool(self.threshold_rule) and self.threshold_rule != UNCALIBRATED
+
     def candidate_rules(self) -> CandidateRules:
         return CandidateRules(**self.rules)
 
@@ -229,6 +234,9 @@ def _same_run_kind(descriptions: list[dict], ckpts: list[Path]) -> dict:
     return descriptions[0]
 
 
+UNCALIBRATED = "0.5 (no test fold with both classes to calibrate on)"
+
+
 def _fold_threshold(pred_files: list[Path], specificity: float) -> tuple[float, str]:
     ths = []
     for f in pred_files:
@@ -236,7 +244,7 @@ def _fold_threshold(pred_files: list[Path], specificity: float) -> tuple[float, 
         if p["label"].nunique() == 2:
             ths.append(threshold_at_specificity(p["label"], p["prob"], specificity))
     if not ths:
-        return 0.5, "0.5 (no test fold with both classes to calibrate on)"
+        return 0.5, UNCALIBRATED
     return float(sum(ths) / len(ths)), (
         f"mean over {len(ths)} test fold(s) of the threshold at {specificity:.0%} specificity "
         "on the fold's own test predictions"

@@ -184,6 +184,7 @@ class Predictor:
             "chronic_active": n_pos >= self.chronic_threshold,
             "chronic_threshold": self.chronic_threshold,
             "threshold": b.threshold,
+            "threshold_calibrated": b.calibrated,
             "experiment": b.experiment,
             "members": len(self.nets),
             "tta": self.tta,
@@ -275,7 +276,9 @@ def write_patient(
         img = nifti_like(codes, result)
         img.header["descrip"] = b"rimnet: 0 bg, 1 rim-, 2 rim+, 3 excluded"
         nib.save(img, tmp / "candidates.nii.gz")
-        nib.save(nifti_like(prob, result), tmp / "probability.nii.gz")
+        prob_img = nifti_like(prob, result)
+        prob_img.header["cal_min"], prob_img.header["cal_max"] = 0.0, 1.0  # viewers' window
+        nib.save(prob_img, tmp / "probability.nii.gz")
         for name, text in label_tables().items():
             (tmp / name).write_text(text)
         write_json(tmp / "summary.json", result.summary)

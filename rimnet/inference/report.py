@@ -14,6 +14,7 @@ import base64
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from rimnet.figures import COLOURS
@@ -30,6 +31,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222}
 h1{margin:0 0 4px 0}.verdict{font-size:1.2em;font-weight:600}
 .ca{color:#c0143c}.nca{color:#2e6b30}
+.warn{background:#fff3cd;border:1px solid #c9a227;padding:6px;max-width:42em}
 .top{display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin-top:16px}
 .card{border:2px solid #ccc;border-radius:6px;padding:6px;background:#fafafa}
@@ -93,6 +95,11 @@ def patient_html(result, bundle_name: str, figures: PatientFigures | None = None
         f"{s['members']} model(s){', TTA' if s['tta'] else ''}); threshold {s['threshold']:.3f}; "
         f"{s['candidates']} candidates, {s['assessed']} assessed</p>"
     )
+    if not s.get("threshold_calibrated", True):
+        head += (
+            "<p class='warn'>The threshold is not calibrated: the bundle fell back to 0.5 (no test "
+            "fold held both classes). Read the rim+ calls, and the verdict, with caution.</p>"
+        )
     legend = "".join(f"<span style='background:{COLOURS[d]}'></span>{d}" for d in DECISIONS)
     overview = (
         f"<div><img alt='overview' src='{_png(figures.overview)}'>"
@@ -106,16 +113,18 @@ def patient_html(result, bundle_name: str, figures: PatientFigures | None = None
         cards.append(
             f"<div class='card {kind}' id='{html.escape(les.lesion_id)}'>"
             f"<img alt='{html.escape(les.lesion_id)}' src='{_png(img)}'>"
-            f"<p><b>{html.escape(les.lesion_id)}</b>: {card_caption(les)}</p>"
+            f"<p><b>{html.escape(les.lesion_id)}</b>: {card_caption(les, s['members'])}</p>"
             f"<p>{html.escape(str(les.location))}, {les.volume_mm3:.0f} mm&sup3;</p>{why}</div>"
         )
     body = f"<div class='top'><div>{head}</div>{overview}</div><div class='cards'>"
     return _page(f"rimnet QC: {result.patient_id}", body + "".join(cards) + "</div>")
 
 
-def card_caption(les) -> str:
-    """``rim+, p = 0.912 ± 0.031`` for a candidate's row."""
-    return f"{les.decision}, p = {les.prob:.3f} ± {les.prob_std:.3f}"
+def card_caption(les, members: int = 2) -> str:
+    """``rim+, p = 0.912 ± 0.031`` for a candidate's row; the ensemble spread only when there
+    is an ensemble (``members`` > 1)."""
+    spread = f" ± {les.prob_std:.3f}" if members > 1 else ""
+    return f"{les.decision}, p = {les.prob:.3f}{spread}"
 
 
 def write_patient_report(
@@ -127,8 +136,11 @@ def write_patient_report(
     return path
 
 
-def cohort_html(summaries: Sequence[dict], failures: Sequence[dict] = ()) -> str:
-    """The cohort's index: one row per patient with counts, verdict and a link to its report."""
+def cohort_html(
+    summaries: Sequence[dict], failures: Sequence[dict] = (), bundle_name: str = ""
+) -> str:
+    """The cohort's index: the bundle, threshold and date, then one row per patient with counts,
+    verdict and a link to its report."""
     rows = "".join(
         f"<tr><td><a href='{html.escape(s['patient_id'])}/report.html'>"
         f"{html.escape(s['patient_id'])}</a></td><td>{html.escape(str(s.get('site', '')))}</td>"
@@ -141,8 +153,18 @@ def cohort_html(summaries: Sequence[dict], failures: Sequence[dict] = ()) -> str
         f"<li>{html.escape(f['patient_id'])}: {html.escape(f['error'])}</li>" for f in failures
     )
     n_ca = sum(bool(s["chronic_active"]) for s in summaries)
+    first = summaries[0] if summaries else {}
+    about = f"bundle {html.escape(bundle_name)}" if bundle_name else ""
+    if first:
+        calibrated = "" if first.get("threshold_calibrated", True) else " (not calibrated)"
+        about += (
+            f" ({html.escape(str(first['experiment']))}, {first['members']} model(s)); threshold "
+            f"{first['threshold']:.3f}{calibrated}; chronic active at &ge; "
+            f"{first['chronic_threshold']} rim+"
+        )
+    about += f"; written {datetime.now().strftime('%Y-%m-%d %H:%M')}"
     body = (
-        f"<h1>rimnet QC: {len(summaries)} patients, {n_ca} chronic active</h1>"
+        f"<h1>rimnet QC: {len(summaries)} patients, {n_ca} chronic active</h1><p>{about}</p>"
         "<table><tr><th>patient</th><th>site</th><th>rim+</th><th>assessed</th>"
         f"<th>chronic active</th></tr>{rows}</table>"
         + (f"<h2>failed</h2><ul>{failed}</ul>" if failed else "")

@@ -56,7 +56,7 @@ class PredictLog:
                     figures.overview, caption=f"{pid}: {s['rim_pos_count']} rim+, {verdict}"
                 ),
                 f"qc/{pid}/cards": [
-                    image(card, caption=f"{les.lesion_id}: {card_caption(les)}")
+                    image(card, caption=f"{les.lesion_id}: {card_caption(les, s['members'])}")
                     for les, card in figures.cards
                 ],
             }

@@ -12,6 +12,7 @@ packed engine can train them together.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from rimnet.data.datamodule import PatchDataModule
 from rimnet.io import atomic_path
 from rimnet.training.run import finish_wandb, lightning_resumable, run_config, run_seed
 from rimnet.training.schedule import Staircase, StaircaseLR
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -132,7 +135,7 @@ def build_run(spec: RunSpec, cache: PatchCache, note: str = "") -> RunParts:
     dm = hydra.utils.instantiate(cfg.data.loader)(
         cache, train_ids=spec.train_ids, val_ids=spec.val_ids
     )
-    print(
+    log.info(
         f"{cfg.experiment_name} fold {cfg.fold} {cfg.run.stage}: {len(dm.rows['train'])} training "
         f"patches, {len(dm.rows['val'])} validation lesions{note}"
     )

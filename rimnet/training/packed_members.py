@@ -8,6 +8,7 @@ the ``rimnet`` entry and a ``packed_engine`` entry to resume from), and the run'
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from rimnet.training.module import RimNetModule
 from rimnet.training.packed_module import PackedModule
 from rimnet.training.run import ENGINE_KEY
 from rimnet.training.schedule import Staircase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,7 +141,7 @@ class PackMembers(pl.Callback):
         active = [m for m in self.members if not m.done]
         patches = sum(len(module.epoch_outputs(s)[2]) for s, m in enumerate(self.members))
         elapsed = time.perf_counter() - self.started
-        print(
+        log.info(
             f"packed round: {len(active)} members, {patches} patches in {elapsed:.1f} s "
             f"({patches / max(elapsed, 1e-9):.0f} patches/s)"
         )
@@ -173,7 +176,7 @@ class PackMembers(pl.Callback):
             logger.save()
         shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "lr")
         stop = "  (stop)" if m.done else ""
-        print(f"{m.name} epoch {epoch}: {shown}  lr {metrics['lr']:.2g}{stop}")
+        log.info(f"{m.name} epoch {epoch}: {shown}  lr {metrics['lr']:.2g}{stop}")
 
     def _checkpoints(
         self, module: PackedModule, slot: int, m: Member, epoch: int, state: dict, metrics: dict

@@ -3,6 +3,8 @@ loggers, and resuming a member from its own ``last.ckpt``."""
 
 from __future__ import annotations
 
+import logging
+
 import pytorch_lightning as pl
 import torch
 
@@ -14,6 +16,8 @@ from rimnet.training.packed_members import Member
 from rimnet.training.packed_module import PackedModule
 from rimnet.training.run import ENGINE_KEY
 from rimnet.training.schedule import Staircase, StaircaseLR
+
+log = logging.getLogger(__name__)
 
 
 def build_member(spec: RunSpec, cache: PatchCache) -> Member:
@@ -38,7 +42,7 @@ def resume_weights(packed: PackedRimNet, slot: int, m: Member) -> dict | None:
         return None
     ckpt = safe_load(m.spec.resume, "checkpoint")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get(ENGINE_KEY), dict):
-        print(f"{m.spec.resume} was written by the sequential engine; {m.name} starts anew")
+        log.info(f"{m.spec.resume} was written by the sequential engine; {m.name} starts anew")
         return None
     net_state = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items()}
     with torch.no_grad():
@@ -53,7 +57,7 @@ def resume_weights(packed: PackedRimNet, slot: int, m: Member) -> dict | None:
     if m.best_path and safe_load(m.best_path, "checkpoint"):
         best = safe_load(m.best_path, "checkpoint")["state_dict"]
         m.best_state = {k[len("net.") :]: v for k, v in best.items()}
-    print(f"{m.name}: resumed at epoch {m.epoch} from {m.spec.resume}")
+    log.info(f"{m.name}: resumed at epoch {m.epoch} from {m.spec.resume}")
     return ckpt
 
 

@@ -23,6 +23,7 @@ interrupted one resumes: finished inner runs are kept and a run with a ``last.ck
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,8 @@ from rimnet.training.run import (
     stage_config,
     stale_run_files,
 )
+
+log = logging.getLogger(__name__)
 
 # Config entries that cannot change a job's result: where things go, how they are logged, launched
 # or scheduled on the hardware. Everything else is part of the job's fingerprint.
@@ -177,7 +180,7 @@ def run_nested_jobs(cfgs: list[DictConfig]) -> list[dict]:
             jobs[n] = _Job(cfg, out, job_hash)
             continue
         records[n] = finished
-        print(
+        log.info(
             f"{cfg.experiment_name} fold {cfg.fold}: finished earlier with the same config, "
             f"skipped ({out})"
         )
@@ -222,7 +225,7 @@ def _train_jobs(jobs: dict[int, _Job]) -> dict[int, dict]:
 def _final_spec(job: _Job, cache, splits: dict, inner_schedules: list[list[int]]) -> RunSpec:  # noqa: ANN001
     cfg = job.cfg
     fixed = aggregate_schedules(inner_schedules)
-    print(
+    log.info(
         f"{cfg.experiment_name} fold {cfg.fold}: inner schedules {inner_schedules} -> fixed "
         f"schedule {fixed} (epochs per rate)"
     )
@@ -265,7 +268,7 @@ def _finish_job(job: _Job, inner_schedules: list[list[int]], result) -> dict:  #
         {"inner": inner_schedules, "aggregated": fixed, "rates": list(cfg.schedule.rates)},
     )
     write_json(out / "job.json", record)
-    print(
+    log.info(
         f"{cfg.experiment_name} fold {cfg.fold}: test AUROC "
         f"{result.metrics.get('test/auroc', float('nan')):.3f} "
         f"on {n_test} lesions; folder {out}"
@@ -294,5 +297,7 @@ def ensemble_external(experiment_dir: Path, n_folds: int = 4) -> Path | None:
     path = claim_folder(experiment_dir / "ensemble", "ensemble-predictions") / "predictions.csv"
     with atomic_path(path) as tmp:
         ens.to_csv(tmp, index=False)
-    print(f"inter-center ensemble of {n_folds} fold models on {len(ens)} external lesions: {path}")
+    log.info(
+        f"inter-center ensemble of {n_folds} fold models on {len(ens)} external lesions: {path}"
+    )
     return path
