@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rimnet.data.contract import MODALITIES
-from rimnet.tracking import wandb_offline, wandb_run  # noqa: F401  (re-exported)
+from rimnet.tracking import WANDB_SETTINGS, wandb_offline, wandb_run  # noqa: F401  (re-exported)
 
 
 def _config_dir() -> str:
@@ -50,13 +50,14 @@ def paper_patches() -> dict:
 
 def register_resolvers() -> None:
     """The OmegaConf resolvers the configs use (``len``, ``sum``, ``abspath``, ``dirname``,
-    ``wandb_offline``)."""
+    ``wandb_offline``, ``wandb_setting``)."""
     resolvers = {
         "len": lambda x: len(x),
         "sum": lambda x: int(sum(x or [])),
         "abspath": lambda p: os.path.abspath(str(p)),
         "dirname": lambda p: os.path.dirname(os.path.abspath(str(p))),
         "wandb_offline": wandb_offline,
+        "wandb_setting": lambda key: WANDB_SETTINGS[key],
     }
     for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)

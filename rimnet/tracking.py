@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Patient waits: on a busy shared machine W&B's service starts slowly (its defaults, 30 s for
+# the service and 90 s for init, made runs fail under load); conf/logger/wandb.yaml reads them.
+WANDB_SETTINGS = {"init_timeout": 600, "x_service_wait": 300}
+
 
 def wandb_offline() -> bool:
     """W&B runs offline unless ``WANDB_MODE`` asks for online (or disabled, which W&B then
@@ -26,4 +30,5 @@ def wandb_run(group: str, name: str, folder: Path, config: dict):
         mode="offline" if wandb_offline() else None,
         config=config,
         reinit="create_new",
+        settings=wandb.Settings(**WANDB_SETTINGS),
     )
