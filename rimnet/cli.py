@@ -55,7 +55,43 @@ COMMANDS = {
     **{name: help_ for name, (_, help_) in HYDRA_STAGES.items()},
     "export": "export a model bundle (fold models + threshold) from training output",
     "predict": "per-lesion rim probabilities, maps and counts for new patients",
+    "completion": 'tab completion for bash: eval "$(rimnet completion bash)"',
 }
+# Bash completion of ``rimnet <command> ...``: commands first, then a Hydra stage's own answer
+# (groups, keys, values; Hydra's ``-sc query=bash``) for what follows its name, file names for
+# export and predict.
+BASH_COMPLETION = r"""_rimnet_complete()
+{
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    if (( COMP_CWORD == 1 )); then
+        COMPREPLY=($(compgen -W "COMMANDS --help --version" -- "$cur"))
+        return
+    fi
+    case ${COMP_WORDS[1]} in
+        HYDRA_STAGES)
+            local rest=${COMP_LINE#*${COMP_WORDS[1]}}
+            local choices=$(COMP_LINE="rimnet$rest" COMP_POINT=$((${#rest} + 6)) \
+                ${COMP_WORDS[0]} ${COMP_WORDS[1]} -sc query=bash 2>/dev/null)
+            COMPREPLY=($(compgen -o nospace -o default -W "$choices" -- "$cur"));;
+        *)
+            COMPREPLY=($(compgen -f -- "$cur"));;
+    esac
+}
+COMP_WORDBREAKS=${COMP_WORDBREAKS//=}
+complete -o nospace -o default -F _rimnet_complete rimnet
+"""
+
+
+def completion_main(argv: list[str]) -> int:
+    """``rimnet completion bash``: the script that ``eval`` installs in the current shell (add
+    the line to ~/.bashrc to keep it; zsh users load ``bashcompinit`` first)."""
+    if argv != ["bash"]:
+        print('usage: eval "$(rimnet completion bash)"  (bash; zsh after '
+              '"autoload -U bashcompinit && bashcompinit")', file=sys.stderr)  # fmt: skip
+        return 2
+    script = BASH_COMPLETION.replace("HYDRA_STAGES)", "|".join(HYDRA_STAGES) + ")")
+    print(script.replace('"COMMANDS ', '"' + " ".join(COMMANDS) + " "), end="")
+    return 0
 
 
 def usage() -> str:
@@ -67,7 +103,7 @@ def usage() -> str:
         "usage: rimnet <command> [arguments]\n       rimnet --version\n\ncommands, in the order "
         "of the pipeline:\n" + "\n".join(lines) + "\n\nrimnet <command> --help explains each; "
         "the Hydra stages take key=value overrides\n(e.g. rimnet train experiment=phase_flair "
-        "data=smoke)."
+        'data=smoke).\nTab completion (bash): eval "$(rimnet completion bash)"'
     )
 
 
@@ -94,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "export":
         return export_main(rest)
+    if command == "completion":
+        return completion_main(rest)
     from rimnet.predict import main as predict_main
 
     return predict_main(rest)

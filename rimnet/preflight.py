@@ -204,10 +204,43 @@ def run_folder_problem(overrides: list[str], multirun: bool) -> str | None:
     return None
 
 
+HYDRA_HELP = """Hydra runs rimnet {stage}; see https://hydra.cc for more.
+
+Flags:
+  --help, -h                  rimnet {stage}'s help (config groups, examples)
+  --hydra-help                this help
+  --cfg, -c job|hydra|all     show the config instead of running (--resolve: resolved)
+  --package, -p PACKAGE       the config package to show
+  --multirun, -m              a sweep: one job per combination of comma-separated values
+  --config-dir, -cd DIR       add DIR to the config search path (your own config files)
+  --info, -i                  the config search path, defaults and plugins
+  --shell-completion, -sc     answers rimnet's completion script; install that with
+                                eval "$(rimnet completion bash)"
+                              (zsh: autoload -U bashcompinit && bashcompinit first)
+"""
+
+
+def hydra_help(argv: list[str], stage: str) -> bool:
+    """Print rimnet's version of ``--hydra-help`` (Hydra's own tells users to run a file inside
+    site-packages to install completion) when asked; returns whether it was."""
+    if "--hydra-help" not in argv:
+        return False
+    print(HYDRA_HELP.format(stage=stage), end="")
+    return True
+
+
+def completing(argv: list[str]) -> bool:
+    """Whether the command line asks Hydra for shell completion (``-sc``), which the checks
+    before Hydra must leave alone."""
+    return any(a in ("-sc", "--shell-completion") for a in argv)
+
+
 def start(hydra_main: Callable[[], object], config_name: str) -> None:
     """Run a Hydra stage after :func:`unknown_key` found every ``key=value`` of the command line
     in its config (else ``error:`` and exit 2 before Hydra starts)."""
-    problem = unknown_key(sys.argv[1:], config_name)
+    if hydra_help(sys.argv[1:], config_name):
+        return
+    problem = None if completing(sys.argv[1:]) else unknown_key(sys.argv[1:], config_name)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -19,7 +19,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rimnet.config import CONFIG_DIR, normalise_overrides, register_resolvers
 from rimnet.errors import ConfigError, exit_on_error
 from rimnet.io import protected
-from rimnet.preflight import config_dirs, group_choices, run_folder_problem, unknown_key
+from rimnet.preflight import (
+    completing,
+    config_dirs,
+    group_choices,
+    hydra_help,
+    run_folder_problem,
+    unknown_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +155,10 @@ def main() -> None:
     ``+experiment=``; an unknown choice or a missing launcher extra is an ``error:`` line and
     exit 2 before Hydra starts."""
     overrides = normalise_overrides(sys.argv[1:])
+    if hydra_help(overrides, "train"):
+        return
     multirun = any(a in ("-m", "--multirun") for a in overrides)
-    problem = (
+    problem = not completing(overrides) and (
         unknown_choice(overrides)
         or missing_launcher(overrides)
         or run_folder_problem(overrides, multirun)

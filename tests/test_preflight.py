@@ -66,3 +66,37 @@ def test_an_experiment_of_ones_own(how, tmp_path):
     wrong = rimnet("train", *where, "experiment=my_exq", "--cfg", "job", cwd=tmp_path)
     assert wrong.returncode == 2 and "experiment=my_exq is not a choice" in wrong.stderr
     assert "my_exp" in wrong.stderr
+
+
+COMPLETE = """
+eval "$(rimnet completion bash)"
+for line in "rimnet tr" "rimnet train data=sm" "rimnet train experiment=phase_" \\
+        "rimnet evaluate sweep"; do
+    COMP_LINE="$line"; COMP_WORDS=($line); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+    COMP_POINT=${#COMP_LINE}
+    _rimnet_complete
+    echo "$line -> ${COMPREPLY[*]}"
+done
+"""
+
+
+def test_tab_completion_of_stages_groups_and_keys(tmp_path):
+    """``eval "$(rimnet completion bash)"`` completes commands, then each Hydra stage's groups,
+    choices and keys; --hydra-help tells how to install it."""
+    bin_dir = str(Path(sys.executable).parent)  # where the rimnet console script is
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RIMNET_ROOT": str(tmp_path)}
+    out = subprocess.run(["bash", "-c", COMPLETE], env=env, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    answers = dict(line.split(" -> ") for line in out.stdout.splitlines())
+    assert answers["rimnet tr"] == "train"
+    assert answers["rimnet train data=sm"] == "data=smoke"
+    assert answers["rimnet train experiment=phase_"].split() == [
+        "experiment=phase_flair",
+        "experiment=phase_t2star",
+    ]
+    assert answers["rimnet evaluate sweep"] == "sweep_dir="
+    helped = rimnet("train", "--hydra-help", cwd=tmp_path)
+    assert 'eval "$(rimnet completion bash)"' in helped.stdout and "site-packages" not in (
+        helped.stdout
+    )
