@@ -10,7 +10,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rimnet.data.contract import MODALITIES
-from rimnet.tracking import WANDB_SETTINGS, wandb_offline, wandb_run  # noqa: F401  (re-exported)
+from rimnet.tracking import (  # noqa: F401  (wandb_run re-exported)
+    WANDB_SETTINGS,
+    wandb_dir,
+    wandb_offline,
+    wandb_run,
+)
 
 
 def _config_dir() -> str:
@@ -50,7 +55,7 @@ def paper_patches() -> dict:
 
 def register_resolvers() -> None:
     """The OmegaConf resolvers the configs use (``len``, ``sum``, ``abspath``, ``dirname``,
-    ``wandb_offline``, ``wandb_setting``)."""
+    ``wandb_offline``, ``wandb_setting``, ``wandb_dir``)."""
     resolvers = {
         "len": lambda x: len(x),
         "sum": lambda x: int(sum(x or [])),
@@ -58,6 +63,7 @@ def register_resolvers() -> None:
         "dirname": lambda p: os.path.dirname(os.path.abspath(str(p))),
         "wandb_offline": wandb_offline,
         "wandb_setting": lambda key: WANDB_SETTINGS[key],
+        "wandb_dir": wandb_dir,
     }
     for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)

@@ -32,3 +32,18 @@ def wandb_run(group: str, name: str, folder: Path, config: dict):
         reinit="create_new",
         settings=wandb.Settings(**WANDB_SETTINGS),
     )
+
+
+def wandb_dir(run_dir: str) -> str:
+    """Where a training run keeps its W&B files: the sweep folder under ``rimnet train -m``
+    (one ``wandb/`` for all its jobs), else the run folder."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return str(hydra_cfg.sweep.dir)
+    except (ImportError, ValueError):  # no Hydra run (tests, API use)
+        pass
+    return str(run_dir)

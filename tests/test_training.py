@@ -303,6 +303,13 @@ def test_wandb_offline_run_holds_the_metrics(root, tmp_path):
     history, summary = read_offline_wandb(next(runs[0].glob("run-*.wandb")))
     assert {"val/loss", "val/auroc", "train/loss", "test/auroc", "lr"} <= set(summary)
     assert any("test/auroc" in row for row in history)
+    logged = set().union(*history)  # curves, confusion matrix and the patch grid at test time
+    for key in ("test/roc_table", "test/pr_table", "test/confusion_matrix_table"):
+        assert f"{key}/_type" in logged
+    assert summary["test/confidence_extremes/_type"] == "image-file"
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"run_seed" in record and b'"seed"' in record  # the user's seed and the run's own
+    assert b"model-phase-fold0" in record and b"tested" in record  # the checkpoint artifact
 
 
 def test_same_seed_same_metrics(root, tmp_path):

@@ -32,6 +32,14 @@ VARIANTS = {
     "lr1e-3-w16": [FAST_RATES, "model.net.widths=[16,32,64]"],
     "lr1e-3-nobottleneck": [FAST_RATES, "model.net.bottleneck=0"],
     "lr1e-3-balanced": [FAST_RATES, "class_weights=balanced"],
+    # original patches only (no offline rim+ rotations), classes weighted instead
+    "orig-balanced-lr1e-3-e10": [
+        FAST_RATES, "trainer.max_epochs=10", "data.loader.include_offline=false",
+        "class_weights=balanced",
+    ],
+    "orig-balanced-e10": [
+        "trainer.max_epochs=10", "data.loader.include_offline=false", "class_weights=balanced",
+    ],
 }
 
 

@@ -182,3 +182,27 @@ def checkerboard(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, path, dpi=80)
+
+
+def patch_grid(patches: np.ndarray, titles: Sequence[str], modalities: Sequence[str]) -> bytes:
+    """Central axial slices of patches (PNG): one column per patch, one row per modality.
+
+    Args:
+        patches: ``(N, modalities, S, S, S)``.
+        titles: one caption per patch.
+        modalities: the channel names (row labels).
+    """
+    n, m = len(patches), len(modalities)
+    fig, axes = pyplot().subplots(m, n, figsize=(1.5 * n + 0.4, 1.5 * m + 0.5), squeeze=False)
+    for c in range(n):
+        for r in range(m):
+            cube = patches[c][r]
+            ax = axes[r, c]
+            ax.imshow(np.flipud(cube[:, :, cube.shape[-1] // 2].T), cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(modalities[r], fontsize=8)
+        axes[0, c].set_title(titles[c], fontsize=7)
+    fig.tight_layout()
+    return png(fig, dpi=100)

@@ -28,6 +28,7 @@ from rimnet.data.datamodule import PatchDataModule
 from rimnet.io import atomic_path
 from rimnet.training.run import finish_wandb, lightning_resumable, run_config, run_seed
 from rimnet.training.schedule import Staircase, StaircaseLR
+from rimnet.training.wandb_media import log_test_media
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,12 @@ def fit_and_test(spec: RunSpec, cache: PatchCache) -> RunResult:
                     for k, v in trainer.callback_metrics.items()
                     if k.startswith("test/")
                 }
+        ckpt = trainer.checkpoint_callback
+        tested = ckpt and (ckpt.best_model_path if weights == "best" else ckpt.last_model_path)
+        seeds = {"seed": int(cfg.seed), "run_seed": parts.seed}
+        first = next(iter(predictions.values()), None)
+        if first is not None:
+            log_test_media(loggers, first, cache, list(cfg.modalities), seeds, tested or None)
     finally:
         finish_wandb()
     return RunResult(predictions, metrics, staircase)

@@ -35,11 +35,11 @@ from rimnet.training.packed_module import PackedModule
 from rimnet.training.packed_setup import (
     ResumeOptimizer,
     build_member,
-    is_wandb,
     open_wandb,
     resume_weights,
 )
 from rimnet.training.run import finish_wandb, run_config
+from rimnet.training.wandb_media import is_wandb, log_test_media
 
 GENERIC_CALLBACKS = (pl.callbacks.ProgressBar, pl.callbacks.ModelSummary, pl.callbacks.Timer)
 
@@ -189,4 +189,9 @@ def _test(module: PackedModule, slot: int, m: Member, cache: PatchCache, batch: 
             for logger in m.loggers:
                 logger.log_metrics(values, step=m.global_step)
                 logger.save()
+    tested = m.best_path if m.spec.test_weights == "best" and m.best_path else m.last_saved
+    seeds = {"seed": int(m.spec.cfg.seed), "run_seed": m.seed}
+    first = next(iter(predictions.values()), None)
+    if first is not None:
+        log_test_media(m.loggers, first, cache, list(m.spec.cfg.modalities), seeds, tested)
     return RunResult(predictions, metrics, m.staircase)

@@ -16,6 +16,7 @@ from rimnet.training.packed_members import Member
 from rimnet.training.packed_module import PackedModule
 from rimnet.training.run import ENGINE_KEY
 from rimnet.training.schedule import Staircase, StaircaseLR
+from rimnet.training.wandb_media import is_wandb
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,6 @@ class ResumeOptimizer(pl.Callback):
         for slot, ckpt in self.saved.items():
             names = [n for n, _ in self.members[slot].module.net.named_parameters()]
             opt.load_member_state(slot, ckpt["optimizer_states"][0], names)
-
-
-def is_wandb(logger: object) -> bool:
-    return type(logger).__name__ == "WandbLogger"
 
 
 def open_wandb(logger: object) -> None:
