@@ -12,7 +12,8 @@ import importlib
 import sys
 
 
-def export_main(argv: list[str]) -> int:
+def export_parser() -> argparse.ArgumentParser:
+    """The options of ``rimnet export``."""
     ap = argparse.ArgumentParser(
         prog="rimnet export",
         description="Export a model bundle from a training run folder "
@@ -27,7 +28,11 @@ def export_main(argv: list[str]) -> int:
         default=0.95,
         help="operating point of the threshold (default 0.95)",
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def export_main(argv: list[str]) -> int:
+    args = export_parser().parse_args(argv)
     from rimnet.errors import CommandFailed, run_command
     from rimnet.inference.bundle import Bundle, export_bundle
 
@@ -49,7 +54,7 @@ HYDRA_STAGES = {
     "synth": ("rimnet.synth.__main__", "generate a synthetic cohort (dipole-model phantoms)"),
     "preprocess": ("rimnet.preprocess", "cohort.csv -> candidates -> patch cache"),
     "train": ("rimnet.train", "train RimNet: single runs, nested CV jobs, the inter-center study"),
-    "evaluate": ("rimnet.evaluate", "Table 3, DeLong tests, patient-wise tables, Figs 5-8"),
+    "evaluate": ("rimnet.evaluate", "Table 3, DeLong tests, patient-wise tables, Figs 3 and 5-10"),
 }
 COMMANDS = {
     **{name: help_ for name, (_, help_) in HYDRA_STAGES.items()},

@@ -1,5 +1,5 @@
 """``python -m rimnet.evaluate sweep_dir=<dir> out_dir=<dir>``: Table 3, AUC/DeLong, patient-wise
-analysis, error analyses and Figures 5–8 from a sweep's prediction files."""
+analysis, error analyses and Figures 3 and 5–10 from a sweep's prediction files."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Safe writing shared by every stage: nothing half-written after a crash, nothing of the user's
 lost.
 
-Rules (the README's "Safety" section):
+Rules (docs/safety.md):
 
 - Every folder the tool writes carries an ownership marker, :data:`OWNER_MARKER`, that names its
   kind (:data:`KINDS`: synthetic cohort, prepared cohort, patch cache, training run, predictions,

@@ -59,8 +59,9 @@ def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
     src.add_argument("--lesion-mask", help="automated lesion segmentation (binary or labels)")
     src.add_argument(
         "--anatomy",
-        help="optional anatomy label map for the location column: the framework's codes (README) "
-        "or a FreeSurfer aseg/aparc+aseg in NIfTI, told apart by their labels",
+        help="optional anatomy label map for the location column: the framework's codes "
+        "(docs/data-contract.md) or a FreeSurfer aseg/aparc+aseg in NIfTI, told apart by their "
+        "labels",
     )
     src.add_argument(
         "--anatomy-format",

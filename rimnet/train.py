@@ -3,7 +3,7 @@
 On first use the configured synthetic cohort is generated and preprocessed (cached afterwards).
 The run trains on the outer training set of ``fold`` minus inner fold ``inner_fold`` (validation),
 then tests the best checkpoint on the outer test fold and writes ``predictions.csv``. Run with
-``--help`` to see the config groups; the README lists common overrides.
+``--help`` to see the config groups; docs/cli.md lists common overrides.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Layout of a cache folder (written atomically as a whole; reused while its finger
 
 - ``patches.bin``: one contiguous C-order array (N, C, S, S, S) of ``dtype`` (float16 by default),
   memory-mappable with :func:`load_cache`; row ``n`` belongs to row ``n`` of ``lesions.csv``.
-- ``lesions.csv``: one row per stored patch, originals and augmented copies (columns in the README).
+- ``lesions.csv``: one row per stored patch, originals and augmented copies (columns in
+  docs/data-contract.md).
 - ``patients.csv``: one row per patient, also those with zero candidates.
 - ``meta.json``: shape, dtype, modalities, parameters and the fingerprint of inputs + parameters.
 """

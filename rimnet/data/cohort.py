@@ -1,9 +1,9 @@
 """Read and validate a cohort (``cohort.csv`` + NIfTI), with errors that name patient, file and
 problem.
 
-The data contract is in the README. Every image of a patient must share the 3D-EPI grid (shape and
-affine); ``resample=True`` instead resamples mismatched images onto the phase image's grid with
-TorchIO (linear for images, nearest neighbour for masks).
+The data contract is in docs/data-contract.md. Every image of a patient must share the 3D-EPI
+grid (shape and affine); ``resample=True`` instead resamples mismatched images onto the phase
+image's grid with TorchIO (linear for images, nearest neighbour for masks).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def read_cohort(
     if missing:
         raise CohortError(
             f"{csv}: missing column(s) {missing} (found {list(df.columns)}); the data contract is "
-            f"in the README"
+            f"in docs/data-contract.md"
         )
     if df.empty:
         raise CohortError(f"cohort file {csv} lists no patient (a header only)")

@@ -1,7 +1,7 @@
 """The data contract in one place: what a cohort holds, what a lesion row means, how a patch is cut.
 
 Every stage that reads or writes cohort data uses these names: the synthetic cohort writes them,
-the cache and the predictor read them. The README's "Data contract" section documents them.
+the cache and the predictor read them. docs/data-contract.md documents them.
 """
 
 from __future__ import annotations

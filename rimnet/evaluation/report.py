@@ -1,4 +1,4 @@
-"""Table 3, the AUC/DeLong table, patient-wise and error tables, and Figures 5–8 from a sweep
+"""Table 3, the AUC/DeLong table, patient-wise and error tables, and Figures 3 and 5–10 from a sweep
 folder.
 
 A sweep folder holds ``<experiment>/fold<k>/predictions.csv`` (cross-validation) and, for the

@@ -143,7 +143,7 @@ def threshold_at_specificity(y_true, score, specificity: float = 0.95) -> float:
     Lesions with ``score >= threshold`` are called rim+. At most ``floor((1 - specificity) ·
     n_negatives)`` negatives score at or above the threshold, and among such thresholds this one
     has the highest sensitivity. In this framework the threshold is chosen per cross-validation
-    fold on that fold's test predictions (the fold's ROC curve at FPR 0.05), see the README.
+    fold on that fold's test predictions (the fold's ROC curve at FPR 0.05), see docs/design.md.
 
     Example:
         >>> threshold_at_specificity([0] * 20 + [1] * 2, list(range(20)) + [30, 5], 0.95)

@@ -16,7 +16,7 @@ interfaces and leaves the local phase of veins, iron and myelin. Here:
   image).
 
 Sign: the framework reads positive phase as paramagnetic. Stored phase signs differ between vendors
-and reconstructions; ``sign=-1`` flips it (see the README, "From scanner images").
+and reconstructions; ``sign=-1`` flips it (see docs/prepare.md).
 """
 
 from __future__ import annotations
