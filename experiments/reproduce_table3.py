@@ -1,4 +1,4 @@
-"""Reproduce Table 3 and Figs 3 and 5–10 end to end: synthesise, preprocess, sweep, evaluate, record.
+"""Reproduce Table 3 and Figs 3 and 5–10 end to end: synthesise, preprocess, sweep, evaluate.
 
     python experiments/reproduce_table3.py --scale smoke|default|paper [--launcher basic|joblib]
     [--out DIR]
