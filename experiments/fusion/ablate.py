@@ -34,11 +34,15 @@ VARIANTS = {
     "lr1e-3-balanced": [FAST_RATES, "class_weights=balanced"],
     # original patches only (no offline rim+ rotations), classes weighted instead
     "orig-balanced-lr1e-3-e10": [
-        FAST_RATES, "trainer.max_epochs=10", "data.loader.include_offline=false",
+        FAST_RATES,
+        "trainer.max_epochs=10",
+        "data.loader.include_offline=false",
         "class_weights=balanced",
     ],
     "orig-balanced-e10": [
-        "trainer.max_epochs=10", "data.loader.include_offline=false", "class_weights=balanced",
+        "trainer.max_epochs=10",
+        "data.loader.include_offline=false",
+        "class_weights=balanced",
     ],
 }
 
