@@ -102,3 +102,16 @@ def test_missing_launcher_extra_is_named(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     message = train.missing_launcher(["hydra/launcher=submitit_slurm"])
     assert "pip install 'rimnet[slurm]'" in message
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """pyproject.toml lists the packages by hand: each folder of rimnet/ with an __init__.py."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "rimnet").rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)
