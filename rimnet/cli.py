@@ -90,9 +90,17 @@ complete -o nospace -o default -F _rimnet_complete rimnet
 def completion_main(argv: list[str]) -> int:
     """``rimnet completion bash``: the script that ``eval`` installs in the current shell (add
     the line to ~/.bashrc to keep it; zsh users load ``bashcompinit`` first)."""
+    usage = (
+        "usage: rimnet completion bash\n\n"
+        '  eval "$(rimnet completion bash)" installs tab completion of the commands and of each\n'
+        "  stage's config groups, choices and keys in this shell (add the line to ~/.bashrc to "
+        "keep it;\n  zsh: autoload -U bashcompinit && bashcompinit first)."
+    )
+    if argv in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     if argv != ["bash"]:
-        print('usage: eval "$(rimnet completion bash)"  (bash; zsh after '
-              '"autoload -U bashcompinit && bashcompinit")', file=sys.stderr)  # fmt: skip
+        print(usage, file=sys.stderr)
         return 2
     script = BASH_COMPLETION.replace("HYDRA_STAGES)", "|".join(HYDRA_STAGES) + ")")
     print(script.replace('"COMMANDS ', '"' + " ".join(COMMANDS) + " "), end="")
