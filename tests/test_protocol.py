@@ -81,11 +81,12 @@ def test_splits_are_patient_grouped_complete_and_stratified():
     assert all(fold_of[p] == k for k, t in enumerate(tests) for p in t)
 
 
-def test_splits_file_is_reused_and_hand_edits_are_respected(tmp_path, capsys):
+def test_splits_file_is_reused_and_hand_edits_are_respected(tmp_path, caplog):
     patients, lesions = fake_cohort((12, 12))
     path = tmp_path / "splits.json"
-    first = load_or_make_splits(path, patients, lesions)
-    assert "rim+" in capsys.readouterr().out  # fold statistics printed when written
+    with caplog.at_level("INFO", logger="rimnet.data.splits"):
+        first = load_or_make_splits(path, patients, lesions)
+    assert "rim+" in caplog.text  # fold statistics logged when written
     assert (
         load_or_make_splits(path, patients, lesions, seed=99)["outer"] == first["outer"]
     )  # reused, not remade
