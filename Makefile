@@ -41,5 +41,5 @@ bench: install
 clean:
 	rm -rf outputs multirun wandb .pytest_cache
 
-reproduce-table3: install  ## synthesise, preprocess, 24-job sweep + inter-center study, evaluate -> experiments/table3/
+reproduce-table3: install  ## synthesise, preprocess, 24-job sweep + inter-center study, evaluate -> outputs/table3-$(SCALE)/
 	$(PY) experiments/reproduce_table3.py --scale $(SCALE)

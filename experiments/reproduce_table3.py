@@ -141,7 +141,11 @@ def main() -> None:
         default="basic",
         choices=["basic", "joblib", "submitit_local", "submitit_slurm"],
     )
-    ap.add_argument("--out", default=str(REPO / "experiments" / "table3"))
+    ap.add_argument(
+        "--out",
+        help="report folder (default: outputs/table3-<scale> in the checkout; the recorded run in "
+        "experiments/table3/ is a copy of one)",
+    )
     ap.add_argument(
         "--skip-sweeps",
         action="store_true",
@@ -174,7 +178,7 @@ def main() -> None:
             sweep(ICS, args.scale, args.launcher, args.overrides),
             sweep(CV, args.scale, args.launcher, args.overrides),
         ]
-    out = Path(args.out)
+    out = Path(args.out or REPO / "outputs" / f"table3-{args.scale}")
     summary = write_report(
         sweep_dir, out, experiment_catalogue(), n_folds=SCALES[args.scale]["folds"][0]
     )
