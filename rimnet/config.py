@@ -55,7 +55,7 @@ def paper_patches() -> dict:
 
 def register_resolvers() -> None:
     """The OmegaConf resolvers the configs use (``len``, ``sum``, ``abspath``, ``dirname``,
-    ``wandb_offline``, ``wandb_setting``, ``wandb_dir``)."""
+    ``wandb_offline``, ``wandb_setting``, ``wandb_dir``, ``seed_folder``)."""
     resolvers = {
         "len": lambda x: len(x),
         "sum": lambda x: int(sum(x or [])),
@@ -64,6 +64,7 @@ def register_resolvers() -> None:
         "wandb_offline": wandb_offline,
         "wandb_setting": lambda key: WANDB_SETTINGS[key],
         "wandb_dir": wandb_dir,
+        "seed_folder": lambda on, seed: f"seed{seed}/" if on else "",
     }
     for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from rimnet.config import CONFIG_DIR, experiment_catalogue, register_resolvers
 from rimnet.errors import exit_on_error
 from rimnet.evaluation.report import write_report
+from rimnet.evaluation.seeds import seed_folders, write_seed_report
 from rimnet.io import protected
 from rimnet.preflight import start
 
@@ -18,6 +19,16 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 @exit_on_error
 def hydra_main(cfg: DictConfig) -> None:
+    if seed_folders(cfg.sweep_dir):  # a study over seeds: a report per seed, tables across them
+        with protected([cfg.sweep_dir]):
+            summary = write_seed_report(
+                cfg.sweep_dir, cfg.out_dir, experiment_catalogue(), cfg.wandb, cfg.n_folds
+            )
+        print(f"report written to {cfg.out_dir}: {', '.join(summary['files'])}")
+        for exp, a in summary["auc"].items():
+            print(f"  {exp:14s} pooled AUC {a['pooled_mean']:.3f} ± {a['pooled_sd']:.3f} over "
+                  f"seeds {summary['seeds']}")  # fmt: skip
+        return
     with protected([cfg.sweep_dir]):
         summary = write_report(
             cfg.sweep_dir,

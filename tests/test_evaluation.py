@@ -352,3 +352,37 @@ def test_paper_figures_show_the_data_they_come_from(tmp_path, monkeypatch):
     fp = errors[errors.error == "false_positive"]
     assert (fp.label == 0).all() and fp.prob.is_monotonic_decreasing
     assert fp.prob.iloc[0] == op[(op.label == 0) & (op.pred == 1)].prob.max()
+
+
+def test_a_study_over_seeds_is_evaluated_per_seed_and_across(tmp_path, monkeypatch, capsys):
+    """``seed<s>/`` folders (``seed_folders=true``): a report per seed, and the mean and spread
+    of each configuration's pooled AUC over the seeds, through ``rimnet evaluate``."""
+    from rimnet.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    for seed in (1, 2):
+        _synthetic_sweep(tmp_path / "sweep" / f"seed{seed}")
+    second = tmp_path / "sweep" / "seed2" / "phase" / "fold0" / "predictions.csv"
+    pred = pd.read_csv(second)
+    pred.assign(prob=1 - pred.prob).to_csv(second, index=False)  # seed 2 differs on one fold
+    out = tmp_path / "report"
+    argv = ["evaluate", f"sweep_dir={tmp_path / 'sweep'}", f"out_dir={out}"]
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code in (0, None), capsys.readouterr().err[-2000:]
+    assert "pooled AUC" in capsys.readouterr().out
+    per_seed = pd.read_csv(out / "seeds_auc.csv")
+    for seed in (1, 2):
+        own = pd.read_csv(out / f"seed{seed}" / "auc.csv").set_index("experiment")
+        rows = per_seed[per_seed.seed == seed].set_index("experiment")
+        assert rows.auc_pooled.to_dict() == pytest.approx(own.auc_pooled.to_dict())
+    summary = pd.read_csv(out / "seeds_summary.csv").set_index("experiment")
+    phase = per_seed[per_seed.experiment == "phase"].auc_pooled
+    assert summary.loc["phase", "pooled_mean"] == pytest.approx(phase.mean(), abs=1e-4)
+    assert summary.loc["phase", "pooled_sd"] == pytest.approx(phase.std(ddof=1), abs=1e-4)
+    assert summary.loc["phase", "pooled_sd"] > 0
+    assert summary.loc["flair", "pooled_sd"] == 0  # the same predictions in both seeds
+    assert set(pd.read_csv(out / "seeds_delong.csv").seed) == {1, 2}
+    assert "± " in (out / "seeds.md").read_text()

@@ -313,3 +313,34 @@ def test_cv_protocol_packs_every_fold_and_sweeps_skip_its_jobs(root):
         root, "experiment=t2star_flair", "fold=0,1,2,3", "engine=sequential", *small, *TINY
     )
     assert out.stdout.count("skipped") == 4
+
+
+def test_a_sweep_over_seeds_keeps_each_seed_apart(tmp_path):
+    """``seed_folders=true``: jobs go to ``<sweep>/seed<s>/<experiment>/fold<k>``, and the sweep
+    summary names each job's seed."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rimnet.config import CONFIG_DIR, register_resolvers
+    from rimnet.training.sweep_summary import sweep_summary
+
+    register_resolvers()
+    subdirs = []
+    for extra in ([], ["seed=3", "seed_folders=true"]):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", ["experiment=phase", "fold=2", *extra], return_hydra_config=True)
+        subdirs.append(cfg.hydra.sweep.subdir)
+    assert subdirs == ["phase/fold2", "seed3/phase/fold2"]
+    for seed in (1, 3):
+        job = tmp_path / f"seed{seed}" / "phase" / "fold2"
+        job.mkdir(parents=True)
+        pd.DataFrame({"label": [0, 1, 0, 1], "prob": [0.1, 0.9, 0.2, 0.6]}).to_csv(
+            job / "predictions.csv", index=False
+        )
+    table = sweep_summary(tmp_path)
+    assert table[["experiment", "seed", "fold", "status"]].values.tolist() == [
+        ["phase", "1", 2, "done"],
+        ["phase", "3", 2, "done"],
+    ]
+    assert table.test_auroc.tolist() == [1.0, 1.0]

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 log = logging.getLogger(__name__)
-COLUMNS = ["experiment", "fold", "status", "test_auroc", "lesions", "folder"]
+COLUMNS = ["experiment", "seed", "fold", "status", "test_auroc", "lesions", "folder"]
 
 
 def _status(job: Path) -> str:
@@ -40,22 +40,26 @@ def _auroc(job: Path) -> tuple[float, int]:
 
 
 def sweep_summary(sweep_dir: str | Path) -> pd.DataFrame:
-    """One row per job folder (``<experiment>/fold<k>``) of ``sweep_dir``.
+    """One row per job folder (``<experiment>/fold<k>``, or ``seed<s>/<experiment>/fold<k>`` in a
+    study over seeds) of ``sweep_dir``.
 
     Example:
         >>> sweep_summary("outputs/sweeps/default/2026-11-30_10-00-00")  # doctest: +SKIP
-          experiment  fold status  test_auroc  lesions  folder
-        0      phase     0   done       0.912      172  phase/fold0
+          experiment seed  fold status  test_auroc  lesions  folder
+        0      phase          0   done       0.912      172  phase/fold0
     """
     root = Path(sweep_dir)
     rows = []
-    for job in sorted(p for p in root.glob("*/fold*") if p.is_dir() and not p.is_symlink()):
+    jobs = [*root.glob("*/fold*"), *root.glob("seed*/*/fold*")]
+    for job in sorted(p for p in jobs if p.is_dir() and not p.is_symlink()):
         if not job.name[4:].isdigit():
             continue
         auc, n = _auroc(job)
+        seed = job.parent.parent.name
         rows.append(
             {
                 "experiment": job.parent.name,
+                "seed": seed[4:] if seed.startswith("seed") and job.parent.parent != root else "",
                 "fold": int(job.name[4:]),
                 "status": _status(job),
                 "test_auroc": round(auc, 4),
