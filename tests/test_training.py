@@ -18,9 +18,11 @@ from helpers import compose_train, read_offline_wandb
 from rimnet.config import cv_experiments, experiment_configs
 from rimnet.data.augment import (
     N_VARIANTS,
+    ROTATIONS,
     VariantSchedule,
     batched_variants,
     decode,
+    rotate,
     torchio_variant,
 )
 from rimnet.data.datamodule import PatchDataModule
@@ -207,24 +209,51 @@ def test_variants_do_not_repeat_before_108_epochs():
     assert decode(0) == (None, (-2, -2, -2)) and decode(107) == (2, (2, 2, 2))
 
 
+def test_cube_rotations_are_the_24_turns_and_no_mirror():
+    x = torch.randn(1, 5, 5, 5)  # no symmetry: distinct turns give distinct arrays
+    turned = [rotate(x, r) for r in range(len(ROTATIONS))]
+    assert len(ROTATIONS) == 24 and torch.equal(turned[0], x)
+    assert len({t.numpy().tobytes() for t in turned}) == 24
+    mirror = x.flip(-1)  # a reflection is not a rotation
+    assert not any(torch.equal(t, mirror) for t in turned)
+    quarter = ROTATIONS.index(((0, 2, 1), (2,)))  # 90 degrees about the first axis
+    assert torch.equal(rotate(x, quarter), torch.rot90(x, -1, (2, 3)))
+
+
+def test_a_rotating_schedule_keeps_the_flips_and_shifts_and_draws_every_turn():
+    plain, turning = VariantSchedule(50, seed=3), VariantSchedule(50, seed=3, rotate=True)
+    both = [
+        (plain.variants(np.arange(50), e), turning.variants(np.arange(50), e)) for e in range(9)
+    ]
+    assert all(np.array_equal(a, b % N_VARIANTS) for a, b in both)
+    assert {int(r) for _, b in both for r in b // N_VARIANTS} == set(range(24))
+
+
 def test_torchio_and_batched_augmentation_agree(smoke_cache):
     x = torch.from_numpy(np.asarray(smoke_cache.patches[:16], dtype=np.float32))
-    variants = torch.arange(0, 108, 7)[:16]
+    variants = torch.arange(0, 108, 7)[:16] + N_VARIANTS * torch.tensor(
+        [0] * 8 + list(range(16, 24))
+    )
     fast = batched_variants(x, variants, 28)
     ref = torch.stack([torchio_variant(x[i], int(v), 28) for i, v in enumerate(variants)])
     assert torch.equal(fast, ref)
 
 
-@pytest.mark.parametrize("modalities", [["phase", "flair"], ["flair", "t2star"]])
-def test_each_channel_of_a_training_batch_is_its_cached_modality(smoke_cache, modalities):
-    """The second branch sees the named modality, flipped and shifted exactly as the first."""
+@pytest.mark.parametrize(
+    "modalities, rotate", [(["phase", "flair"], False), (["flair", "t2star"], True)]
+)
+def test_each_channel_of_a_training_batch_is_its_cached_modality(smoke_cache, modalities, rotate):
+    """The second branch sees the named modality, flipped, shifted and turned as the first."""
     pats = smoke_cache.patients.patient_id.tolist()
-    dm = PatchDataModule(smoke_cache, modalities, train_ids=pats, batch_size=8, seed=3)
+    dm = PatchDataModule(
+        smoke_cache, modalities, train_ids=pats, batch_size=8, seed=3, rotate=rotate
+    )
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(2)
     batch = next(iter(loader))
     x, _, item = dm.on_after_batch_transfer(batch, 0)
     variants = dm.schedule.variants(item.numpy(), 2)
+    assert bool((variants >= N_VARIANTS).any()) == rotate
     stored = smoke_cache.meta["modalities"]
     for b, (i, v) in enumerate(zip(item.tolist(), variants)):
         cached = np.asarray(smoke_cache.patches[dm.rows["train"][i]], dtype=np.float32)

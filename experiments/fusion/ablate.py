@@ -32,6 +32,10 @@ VARIANTS = {
     "lr1e-3-w16": [FAST_RATES, "model.net.widths=[16,32,64]"],
     "lr1e-3-nobottleneck": [FAST_RATES, "model.net.bottleneck=0"],
     "lr1e-3-balanced": [FAST_RATES, "class_weights=balanced"],
+    # every training patch turned at random: orientation no longer tells rim+ (rotated) apart
+    "rotate": ["data.loader.rotate=true"],
+    "lr1e-3-rotate": [FAST_RATES, "data.loader.rotate=true"],
+    "lr1e-3-rotate-e10": [FAST_RATES, "data.loader.rotate=true", "trainer.max_epochs=10"],
     # original patches only (no offline rim+ rotations), classes weighted instead
     "orig-balanced-lr1e-3-e10": [
         FAST_RATES,

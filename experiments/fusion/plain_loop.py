@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--offline", action="store_true", help="also train on the rim+ rotations")
+    ap.add_argument("--rotate", action="store_true", help="turn every training patch at random")
     ap.add_argument("--balanced", action="store_true", help="inverse-frequency class weights")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
@@ -103,7 +104,8 @@ def main() -> None:
         seed = args.seed * 100 + k
         torch.manual_seed(seed)
         dm = PatchDataModule(cache, modalities, train_ids=fold["train"], test_ids=fold["test"],
-                             include_offline=args.offline, seed=seed)  # fmt: skip
+                             include_offline=args.offline, rotate=args.rotate,
+                             seed=seed)  # fmt: skip
         y, p = run_fold(dm, NETWORKS[args.network](len(modalities)), args.lr, args.epochs,
                         args.balanced)  # fmt: skip
         labels.append(y)
@@ -111,8 +113,8 @@ def main() -> None:
     folds = [round(roc_auc_score(y, p), 3) for y, p in zip(labels, probs)]
     pooled = roc_auc_score(np.concatenate(labels), np.concatenate(probs))
     print(f"{args.modalities} {args.network} lr {args.lr:g} epochs {args.epochs} offline "
-          f"{int(args.offline)} balanced {int(args.balanced)} seed {args.seed}: pooled AUC "
-          f"{pooled:.3f}, folds {folds}, mean {np.mean(folds):.3f} "
+          f"{int(args.offline)} rotate {int(args.rotate)} balanced {int(args.balanced)} "
+          f"seed {args.seed}: pooled AUC {pooled:.3f}, folds {folds}, mean {np.mean(folds):.3f} "
           f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
 
 

@@ -2,7 +2,16 @@
 
 4 flips × 3³ shifts = 108 variants. A :class:`VariantSchedule` gives every patch its own random
 permutation of the 108 variants and walks it one step per epoch, so a patch never repeats a variant
-before all 108 have been used. Two implementations produce identical crops:
+before all 108 have been used.
+
+Beyond the paper, ``rotate=True`` also turns every training patch, of either class, by one of the 24
+rotations of the cube, drawn at random per patch and epoch. The paper's offline augmentation rotates
+rim+ patches only (to balance the classes), so without it a patch's orientation says which class it
+belongs to: dipole phase patterns and FLAIR anatomy along B0 are upright in every rim- patch and in
+every test patch, turned in most rim+ training patches. Turning every patch makes the orientation
+carry no label. A variant index then packs ``rotation * 108 + flip/shift variant``.
+
+Two implementations produce identical crops:
 
 - :func:`torchio_variant`: the reference, per sample, with TorchIO transforms (``tio.Flip`` and
   ``tio.Crop`` on a ``tio.Subject``);
@@ -11,6 +20,8 @@ before all 108 have been used. Two implementations produce identical crops:
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import torch
@@ -21,6 +32,20 @@ N_VARIANTS = len(FLIPS) * len(SHIFTS) ** 3
 
 
 N_SHIFT_VARIANTS = len(SHIFTS) ** 3
+
+
+def _cube_rotations() -> tuple[tuple[tuple[int, int, int], tuple[int, ...]], ...]:
+    """The 24 rotations of a cube as (axis permutation, axes then flipped); the identity first."""
+    out = []
+    for perm in itertools.permutations(range(3)):
+        odd = sum(perm[i] > perm[j] for i in range(3) for j in range(i + 1, 3)) % 2
+        for flips in itertools.product((False, True), repeat=3):
+            if (odd + sum(flips)) % 2 == 0:  # determinant +1: a rotation, not a mirror
+                out.append((perm, tuple(a for a in range(3) if flips[a])))
+    return tuple(out)
+
+
+ROTATIONS = _cube_rotations()
 
 
 def split_variant(variant):  # noqa: ANN001, ANN201 (int, NumPy or torch: the same arithmetic)
@@ -37,12 +62,27 @@ def split_variant(variant):  # noqa: ANN001, ANN201 (int, NumPy or torch: the sa
 
 def decode(variant: int, max_shift: int = 2) -> tuple[int | None, tuple[int, int, int]]:
     """Variant index (0..107) → (flip axis or None, (sx, sy, sz)) with shifts in {-m, 0, m}."""
-    flip, steps = split_variant(int(variant))
+    flip, steps = split_variant(int(variant) % N_VARIANTS)
     return FLIPS[flip], tuple((s - 1) * max_shift for s in steps)
 
 
+def rotate(x: torch.Tensor, rotation: int) -> torch.Tensor:
+    """Turn patches (..., S, S, S) by rotation ``rotation`` (0..23) of :data:`ROTATIONS`.
+
+    Example:
+        >>> x = torch.arange(8.0).reshape(1, 2, 2, 2)
+        >>> torch.equal(rotate(x, 0), x)
+        True
+    """
+    perm, flips = ROTATIONS[rotation]
+    lead = x.dim() - 3
+    x = x.permute(*range(lead), *(lead + a for a in perm))
+    return x.flip([lead + a for a in flips]) if flips else x
+
+
 class VariantSchedule:
-    """Per-patch permutations of the 108 variants, walked one step per epoch.
+    """Per-patch permutations of the 108 variants, walked one step per epoch; with ``rotate``,
+    each (patch, epoch) also draws one of the 24 rotations of the cube.
 
     Example:
         >>> s = VariantSchedule(n_items=5, seed=0)
@@ -50,14 +90,27 @@ class VariantSchedule:
         108
     """
 
-    def __init__(self, n_items: int, seed: int = 0) -> None:
+    def __init__(self, n_items: int, seed: int = 0, rotate: bool = False) -> None:
         rng = np.random.default_rng(seed)
         base = np.tile(np.arange(N_VARIANTS, dtype=np.uint8), (n_items, 1))
         self.table = rng.permuted(base, axis=1)
+        # A stream of its own: the flip/shift plan is the same with or without rotations.
+        self.rotations = (
+            np.random.default_rng([seed, 24]).integers(
+                len(ROTATIONS), size=base.shape, dtype=np.uint8
+            )
+            if rotate
+            else None
+        )
 
     def variants(self, items: np.ndarray, epoch: int) -> np.ndarray:
-        """Variant of each item (positions in the training set) at ``epoch``."""
-        return self.table[np.asarray(items), epoch % N_VARIANTS]
+        """Variant of each item (positions in the training set) at ``epoch``: the flip/shift
+        variant, plus 108 × its rotation when the schedule rotates."""
+        items, col = np.asarray(items), epoch % N_VARIANTS
+        out = self.table[items, col].astype(np.int64)
+        if self.rotations is not None:
+            out += N_VARIANTS * self.rotations[items, col].astype(np.int64)
+        return out
 
 
 def torchio_variant(patch: torch.Tensor, variant: int, patch_size: int) -> torch.Tensor:
@@ -73,19 +126,22 @@ def torchio_variant(patch: torch.Tensor, variant: int, patch_size: int) -> torch
     bounds = []
     for s in shifts:
         bounds += [margin + s, margin - s]
-    return tio.Crop(tuple(bounds))(subject)["patch"].data
+    crop = tio.Crop(tuple(bounds))(subject)["patch"].data
+    return rotate(crop, int(variant) // N_VARIANTS).contiguous()
 
 
 def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -> torch.Tensor:
     """Fast path: apply per-sample variants to a batch (B, C, S, S, S) → (B, C, P, P, P).
 
     Flip-then-crop of axis ``d`` reads index ``m + s + t`` (no flip) or ``S - 1 - (m + s + t)``
-    (flipped) for output position ``t``; one gather does all three axes.
+    (flipped) for output position ``t``; one gather does all three axes. Variants past 107 then
+    turn their patch by rotation ``variant // 108``, one operation per rotation in the batch.
     """
     B, S = x.shape[0], x.shape[-1]
     margin = (S - patch_size) // 2
     dev = x.device
-    flip, steps = split_variant(variants.to(dev).long())
+    variants = variants.to(dev).long()
+    flip, steps = split_variant(variants % N_VARIANTS)
     steps = torch.stack(steps, dim=1)  # (B, 3)
     shift = (steps - 1) * margin
     t = torch.arange(patch_size, device=dev)
@@ -98,4 +154,12 @@ def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -
     out = x[
         b, :, idx[0].view(B, -1, 1, 1), idx[1].view(B, 1, -1, 1), idx[2].view(B, 1, 1, -1)
     ]  # (B, P, P, P, C)
-    return out.permute(0, 4, 1, 2, 3)  # a channels-last-3d view: no copy
+    out = out.permute(0, 4, 1, 2, 3)  # a channels-last-3d view: no copy
+    rotations = variants // N_VARIANTS
+    if not bool((rotations > 0).any()):
+        return out
+    turned = out.clone()
+    for r in rotations.unique().tolist():
+        rows = rotations == r
+        turned[rows] = rotate(out[rows], r)
+    return turned

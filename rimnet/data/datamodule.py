@@ -114,6 +114,8 @@ class PatchDataModule(pl.LightningDataModule):
         batch_size: 32 in the paper.
         augment: ``batched`` | ``torchio`` | ``none`` (training only; val/test are never augmented).
         include_offline: train on the offline-augmented copies too (rotations, elastic).
+        rotate: also turn every training patch by a random rotation of the cube (see
+            :mod:`rimnet.data.augment`), so that orientation carries no label.
         seed: seed of the shuffles and of the variant permutations.
 
     Example:
@@ -131,6 +133,7 @@ class PatchDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         augment: str = "batched",
         include_offline: bool = True,
+        rotate: bool = False,
         num_workers: int = 0,
         seed: int = 0,
         channels_last: bool = False,
@@ -178,7 +181,7 @@ class PatchDataModule(pl.LightningDataModule):
                     f"{self.cache.path}: "
                     "the cohort is too small for this split (fewer folds, or more patients)"
                 )
-        self.schedule = VariantSchedule(len(self.rows["train"]), seed)
+        self.schedule = VariantSchedule(len(self.rows["train"]), seed, rotate)
         self._store: torch.Tensor | None = None
 
     def table(self, stage: str) -> pd.DataFrame:
