@@ -17,12 +17,14 @@ from helpers import compose_train, read_offline_wandb
 
 from rimnet.config import cv_experiments, experiment_configs
 from rimnet.data.augment import (
+    N_TURNED,
     N_VARIANTS,
     ROTATIONS,
     VariantSchedule,
     batched_variants,
     decode,
     rotate,
+    split_extras,
     torchio_variant,
 )
 from rimnet.data.datamodule import PatchDataModule
@@ -76,6 +78,22 @@ def test_rimnet_architecture():
     assert uni.second is None and uni.head[0].in_features == 27
     with pytest.raises(ValueError):
         RimNet(3)
+
+
+@pytest.mark.parametrize(
+    "fusion, block2_in, head_in, first_in",
+    [("early+late", 16, 54, 1), ("late", 8, 54, 1), ("early", 16, 27, 1), ("stacked", 8, 27, 2)],
+)
+def test_fusion_ablations_join_the_modalities_where_they_say(fusion, block2_in, head_in, first_in):
+    net = RimNet(2, widths=(8, 16, 32), fusion=fusion)
+    assert net.main.block2[0].in_channels == block2_in and net.head[0].in_features == head_in
+    assert net.main.block1[0].in_channels == first_in
+    x = torch.randn(3, 2, 28, 28, 28, requires_grad=True)
+    net(x)[:, 1].sum().backward()
+    assert (x.grad.abs().sum(dim=(0, 2, 3, 4)) > 0).all()  # both modalities reach the output
+    if fusion != "early+late":
+        with pytest.raises(ValueError, match="engine=sequential"):
+            RimNet.packed(2, **net.config)
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
@@ -229,10 +247,27 @@ def test_a_rotating_schedule_keeps_the_flips_and_shifts_and_draws_every_turn():
     assert {int(r) for _, b in both for r in b // N_VARIANTS} == set(range(24))
 
 
+def test_modality_dropout_blanks_one_channel_of_the_share_drawn():
+    s = VariantSchedule(400, seed=1, modality_dropout=0.3, channels=2)
+    _, _, dropped = split_extras(s.variants(np.arange(400), 5))
+    assert 0.22 < (dropped > 0).mean() < 0.38 and set(np.unique(dropped)) == {0, 1, 2}
+    alone = VariantSchedule(400, seed=1, modality_dropout=0.3, channels=1)
+    assert np.array_equal(alone.variants(np.arange(400), 5), VariantSchedule(400, 1).variants(
+        np.arange(400), 5))  # fmt: skip  # one modality: nothing to blank
+    x = torch.randn(3, 2, 32, 32, 32)
+    out = batched_variants(x, torch.tensor([0, N_TURNED, 2 * N_TURNED]), 28)
+    kept = batched_variants(x, torch.zeros(3, dtype=torch.long), 28)
+    assert torch.equal(out[0], kept[0])
+    assert (out[1, 0] == 0).all() and torch.equal(out[1, 1], kept[1, 1])
+    assert (out[2, 1] == 0).all() and torch.equal(out[2, 0], kept[2, 0])
+
+
 def test_torchio_and_batched_augmentation_agree(smoke_cache):
     x = torch.from_numpy(np.asarray(smoke_cache.patches[:16], dtype=np.float32))
-    variants = torch.arange(0, 108, 7)[:16] + N_VARIANTS * torch.tensor(
-        [0] * 8 + list(range(16, 24))
+    variants = (
+        torch.arange(0, 108, 7)[:16]
+        + N_VARIANTS * torch.tensor([0] * 8 + list(range(16, 24)))
+        + N_TURNED * torch.tensor([0, 1, 2, 0] * 4)
     )
     fast = batched_variants(x, variants, 28)
     ref = torch.stack([torchio_variant(x[i], int(v), 28) for i, v in enumerate(variants)])

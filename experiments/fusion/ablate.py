@@ -36,6 +36,10 @@ VARIANTS = {
     "rotate": ["data.loader.rotate=true"],
     "lr1e-3-rotate": [FAST_RATES, "data.loader.rotate=true"],
     "lr1e-3-rotate-e10": [FAST_RATES, "data.loader.rotate=true", "trainer.max_epochs=10"],
+    # where the modalities meet (the paper: early+late)
+    "lr1e-3-late": [FAST_RATES, "model.net.fusion=late"],
+    "lr1e-3-early": [FAST_RATES, "model.net.fusion=early"],
+    "lr1e-3-stacked": [FAST_RATES, "model.net.fusion=stacked"],
     # original patches only (no offline rim+ rotations), classes weighted instead
     "orig-balanced-lr1e-3-e10": [
         FAST_RATES,

@@ -9,7 +9,14 @@ rotations of the cube, drawn at random per patch and epoch. The paper's offline 
 rim+ patches only (to balance the classes), so without it a patch's orientation says which class it
 belongs to: dipole phase patterns and FLAIR anatomy along B0 are upright in every rim- patch and in
 every test patch, turned in most rim+ training patches. Turning every patch makes the orientation
-carry no label. A variant index then packs ``rotation * 108 + flip/shift variant``.
+carry no label.
+
+``modality_dropout=p`` blanks (sets to 0, the middle of the normalised range) one modality, drawn at
+random, of a share ``p`` of the training patches, so that no branch of a multimodal network can
+lean on the other modality alone.
+
+A variant index packs all three: ``(108 × 24) × dropped + 108 × rotation + flip/shift variant``,
+where ``dropped`` is 0 (every modality kept) or 1 + the blanked channel.
 
 Two implementations produce identical crops:
 
@@ -46,6 +53,17 @@ def _cube_rotations() -> tuple[tuple[tuple[int, int, int], tuple[int, ...]], ...
 
 
 ROTATIONS = _cube_rotations()
+N_TURNED = N_VARIANTS * len(ROTATIONS)  # variant indices per dropped-channel code
+
+
+def split_extras(variants):  # noqa: ANN001, ANN201 (NumPy or torch: the same arithmetic)
+    """Variant index → (flip/shift variant 0..107, rotation 0..23, dropped channel + 1 or 0).
+
+    Example:
+        >>> split_extras(2 * 2592 + 3 * 108 + 40)
+        (40, 3, 2)
+    """
+    return variants % N_VARIANTS, (variants // N_VARIANTS) % len(ROTATIONS), variants // N_TURNED
 
 
 def split_variant(variant):  # noqa: ANN001, ANN201 (int, NumPy or torch: the same arithmetic)
@@ -82,7 +100,8 @@ def rotate(x: torch.Tensor, rotation: int) -> torch.Tensor:
 
 class VariantSchedule:
     """Per-patch permutations of the 108 variants, walked one step per epoch; with ``rotate``,
-    each (patch, epoch) also draws one of the 24 rotations of the cube.
+    each (patch, epoch) also draws one of the 24 rotations of the cube, and with
+    ``modality_dropout`` > 0 whether (and which of ``channels``) modality is blanked.
 
     Example:
         >>> s = VariantSchedule(n_items=5, seed=0)
@@ -90,7 +109,14 @@ class VariantSchedule:
         108
     """
 
-    def __init__(self, n_items: int, seed: int = 0, rotate: bool = False) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        seed: int = 0,
+        rotate: bool = False,
+        modality_dropout: float = 0.0,
+        channels: int = 1,
+    ) -> None:
         rng = np.random.default_rng(seed)
         base = np.tile(np.arange(N_VARIANTS, dtype=np.uint8), (n_items, 1))
         self.table = rng.permuted(base, axis=1)
@@ -102,15 +128,28 @@ class VariantSchedule:
             if rotate
             else None
         )
+        self.dropped = None
+        if modality_dropout > 0 and channels > 1:
+            rng = np.random.default_rng([seed, 2])
+            which = rng.integers(channels, size=base.shape) + 1
+            self.dropped = np.where(rng.random(base.shape) < modality_dropout, which, 0)
 
     def variants(self, items: np.ndarray, epoch: int) -> np.ndarray:
         """Variant of each item (positions in the training set) at ``epoch``: the flip/shift
-        variant, plus 108 × its rotation when the schedule rotates."""
+        variant, plus 108 × its rotation and 108 × 24 × its dropped-channel code when drawn."""
         items, col = np.asarray(items), epoch % N_VARIANTS
         out = self.table[items, col].astype(np.int64)
         if self.rotations is not None:
             out += N_VARIANTS * self.rotations[items, col].astype(np.int64)
+        if self.dropped is not None:
+            out += N_TURNED * self.dropped[items, col].astype(np.int64)
         return out
+
+
+def blank(x: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """Set channel ``dropped - 1`` of each patch (B, C, ...) to 0; code 0 keeps every channel."""
+    keep = torch.arange(1, x.shape[1] + 1, device=x.device) != dropped.view(-1, 1)
+    return x * keep.view(*keep.shape, *([1] * (x.dim() - 2))).to(x.dtype)
 
 
 def torchio_variant(patch: torch.Tensor, variant: int, patch_size: int) -> torch.Tensor:
@@ -127,7 +166,8 @@ def torchio_variant(patch: torch.Tensor, variant: int, patch_size: int) -> torch
     for s in shifts:
         bounds += [margin + s, margin - s]
     crop = tio.Crop(tuple(bounds))(subject)["patch"].data
-    return rotate(crop, int(variant) // N_VARIANTS).contiguous()
+    _, rotation, dropped = split_extras(int(variant))
+    return blank(rotate(crop, rotation)[None], torch.tensor([dropped]))[0].contiguous()
 
 
 def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -135,13 +175,15 @@ def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -
 
     Flip-then-crop of axis ``d`` reads index ``m + s + t`` (no flip) or ``S - 1 - (m + s + t)``
     (flipped) for output position ``t``; one gather does all three axes. Variants past 107 then
-    turn their patch by rotation ``variant // 108``, one operation per rotation in the batch.
+    turn their patch (one operation per rotation in the batch) and blank a channel
+    (:func:`split_extras`).
     """
     B, S = x.shape[0], x.shape[-1]
     margin = (S - patch_size) // 2
     dev = x.device
     variants = variants.to(dev).long()
-    flip, steps = split_variant(variants % N_VARIANTS)
+    plain, rotations, dropped = split_extras(variants)
+    flip, steps = split_variant(plain)
     steps = torch.stack(steps, dim=1)  # (B, 3)
     shift = (steps - 1) * margin
     t = torch.arange(patch_size, device=dev)
@@ -155,11 +197,10 @@ def batched_variants(x: torch.Tensor, variants: torch.Tensor, patch_size: int) -
         b, :, idx[0].view(B, -1, 1, 1), idx[1].view(B, 1, -1, 1), idx[2].view(B, 1, 1, -1)
     ]  # (B, P, P, P, C)
     out = out.permute(0, 4, 1, 2, 3)  # a channels-last-3d view: no copy
-    rotations = variants // N_VARIANTS
-    if not bool((rotations > 0).any()):
-        return out
-    turned = out.clone()
-    for r in rotations.unique().tolist():
-        rows = rotations == r
-        turned[rows] = rotate(out[rows], r)
-    return turned
+    if bool((rotations > 0).any()):
+        turned = out.clone()
+        for r in rotations.unique().tolist():
+            rows = rotations == r
+            turned[rows] = rotate(out[rows], r)
+        out = turned
+    return blank(out, dropped) if bool((dropped > 0).any()) else out

@@ -116,6 +116,8 @@ class PatchDataModule(pl.LightningDataModule):
         include_offline: train on the offline-augmented copies too (rotations, elastic).
         rotate: also turn every training patch by a random rotation of the cube (see
             :mod:`rimnet.data.augment`), so that orientation carries no label.
+        modality_dropout: share of training patches with one modality, drawn at random, blanked
+            (no effect with one modality).
         seed: seed of the shuffles and of the variant permutations.
 
     Example:
@@ -134,6 +136,7 @@ class PatchDataModule(pl.LightningDataModule):
         augment: str = "batched",
         include_offline: bool = True,
         rotate: bool = False,
+        modality_dropout: float = 0.0,
         num_workers: int = 0,
         seed: int = 0,
         channels_last: bool = False,
@@ -181,7 +184,11 @@ class PatchDataModule(pl.LightningDataModule):
                     f"{self.cache.path}: "
                     "the cohort is too small for this split (fewer folds, or more patients)"
                 )
-        self.schedule = VariantSchedule(len(self.rows["train"]), seed, rotate)
+        if not 0 <= modality_dropout < 1:
+            raise ConfigError(f"modality_dropout must be in [0, 1), not {modality_dropout}")
+        self.schedule = VariantSchedule(
+            len(self.rows["train"]), seed, rotate, modality_dropout, len(self.modalities)
+        )
         self._store: torch.Tensor | None = None
 
     def table(self, stage: str) -> pd.DataFrame:

@@ -137,7 +137,8 @@ class PackedRimNet(nn.Module):
     Args:
         k: number of members.
         **config: RimNet's keyword arguments (``n_modalities``, ``widths``, ``fc``, ``bottleneck``,
-            ``patch_size``, ``dropout``), shared by every member.
+            ``patch_size``, ``dropout``, ``fusion``: the paper's ``early+late`` only), shared by
+            every member.
 
     Example:
         >>> nets = [RimNet(2, widths=(4, 8, 8), fc=(16, 8, 8)) for _ in range(3)]
@@ -149,6 +150,11 @@ class PackedRimNet(nn.Module):
     def __init__(self, k: int, **config: object) -> None:
         super().__init__()
         template = RimNet(**config)  # validates the configuration
+        if template.fusion != "early+late" and template.n_modalities == 2:
+            raise ConfigError(
+                f"engine=packed trains the paper's early+late fusion only, not fusion="
+                f"{template.fusion}: use engine=sequential"
+            )
         self.k, self.config = k, dict(template.config)
         self.member_shapes = {n: t.shape for n, t in template.state_dict().items()}
         c = self.config

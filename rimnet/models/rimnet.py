@@ -8,6 +8,11 @@ fusion: both branches' flattened features are concatenated and fed to a fully co
 (256 → 128 → 64 in the authors' code) ending in two logits. Xavier initialisation throughout.
 
 With one modality the network is the unimodal baseline of §2.5: one branch + the same head.
+
+``fusion`` selects ablations of the two-modality topology (the paper's is ``early+late``):
+``late`` (no block-1 concatenation), ``early`` (the second branch stops after block 1; the head
+sees the main branch only) and ``stacked`` (one branch whose first convolution takes both
+modalities as channels).
 """
 
 from __future__ import annotations
@@ -29,13 +34,18 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.MaxPool3d(2))
 
 
+FUSIONS = ("early+late", "late", "early", "stacked")
+
+
 class Branch(nn.Module):
     """One VGG-like branch; ``fusion_channels`` extra channels join the block-2 input."""
 
-    def __init__(self, widths: Sequence[int], bottleneck: int, fusion_channels: int = 0) -> None:
+    def __init__(
+        self, widths: Sequence[int], bottleneck: int, fusion_channels: int = 0, in_channels: int = 1
+    ) -> None:
         super().__init__()
         w1, w2, w3 = widths
-        self.block1 = _block(1, w1)
+        self.block1 = _block(in_channels, w1)
         self.block2 = _block(w1 + fusion_channels, w2)
         self.block3 = _block(w2, w3)
         self.close = nn.Conv3d(w3, bottleneck, 1) if bottleneck else nn.Identity()
@@ -52,6 +62,8 @@ class RimNet(nn.Module):
         bottleneck: channels of the 1×1×1 convolution closing each branch (0 = none).
         patch_size: input side (28 in the paper).
         dropout: dropout before each hidden fully connected layer (0 = none, as in the paper).
+        fusion: how two modalities meet (see the module's docstring); ``early+late`` is the
+            paper's RimNet, the others are ablations.
 
     Example:
         >>> net = RimNet(n_modalities=2, widths=(8, 16, 32))
@@ -67,11 +79,15 @@ class RimNet(nn.Module):
         bottleneck: int = 1,
         patch_size: int = 28,
         dropout: float = 0.0,
+        fusion: str = "early+late",
     ) -> None:
         super().__init__()
         if n_modalities not in (1, 2):
             raise ConfigError(f"RimNet takes 1 or 2 modalities, got {n_modalities}")
-        self.n_modalities = n_modalities
+        if fusion not in FUSIONS:
+            raise ConfigError(f"RimNet fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+        self.n_modalities, self.fusion = n_modalities, fusion
+        two = n_modalities == 2 and fusion != "stacked"
         # What rebuilds this network (plain values: checkpoints and bundles carry it).
         self.config = {
             "n_modalities": n_modalities,
@@ -80,15 +96,22 @@ class RimNet(nn.Module):
             "bottleneck": int(bottleneck),
             "patch_size": int(patch_size),
             "dropout": float(dropout),
+            "fusion": fusion,
         }
+        early = two and fusion in ("early+late", "early")
         self.main = Branch(
-            widths, bottleneck, fusion_channels=widths[0] if n_modalities == 2 else 0
+            widths,
+            bottleneck,
+            fusion_channels=widths[0] if early else 0,
+            in_channels=n_modalities if fusion == "stacked" else 1,
         )
-        self.second = Branch(widths, bottleneck) if n_modalities == 2 else None
+        self.second = Branch(widths, bottleneck) if two else None
+        if self.second is not None and fusion == "early":  # only block 1 is used
+            self.second.block2 = self.second.block3 = self.second.close = None
         side = patch_size // 8
         per_branch = (bottleneck or widths[2]) * side**3
         layers: list[nn.Module] = []
-        c = per_branch * n_modalities
+        c = per_branch * (2 if two and fusion != "early" else 1)
         for h in fc:
             layers += ([nn.Dropout(dropout)] if dropout else []) + [nn.Linear(c, h), nn.Tanh()]
             c = h
@@ -105,13 +128,16 @@ class RimNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, 2) for patches (B, n_modalities, S, S, S)."""
-        m1 = self.main.block1(x[:, :1])
+        m1 = self.main.block1(x if self.fusion == "stacked" else x[:, :1])
+        feats = []
         if self.second is not None:
             s1 = self.second.block1(x[:, 1:2])
-            s = self.second.close(self.second.block3(self.second.block2(s1)))
-            m1 = torch.cat([m1, s1], dim=1)
+            if self.fusion != "early":
+                feats.append(self.second.close(self.second.block3(self.second.block2(s1))))
+            if self.fusion != "late":
+                m1 = torch.cat([m1, s1], dim=1)
         m = self.main.close(self.main.block3(self.main.block2(m1)))
-        feats = [m.flatten(1)] + ([s.flatten(1)] if self.second is not None else [])
+        feats = [m.flatten(1)] + [f.flatten(1) for f in feats]
         return self.head(torch.cat(feats, dim=1))
 
 

@@ -85,11 +85,12 @@ class AutoEngine:
 
 
 def packable(cfg: DictConfig) -> bool:
-    """Whether ``engine=auto`` packs this run: a network that offers packing, one CUDA device,
-    precision 32/64/bf16-mixed."""
+    """Whether ``engine=auto`` packs this run: a network that offers packing (RimNet: with the
+    paper's fusion), one CUDA device, precision 32/64/bf16-mixed."""
     t = cfg.trainer
     return (
         offers_packing(str(cfg.model.net.get("_target_")))
+        and cfg.model.net.get("fusion", "early+late") == "early+late"
         and torch.cuda.is_available()
         and str(t.get("accelerator")) in ("gpu", "cuda", "auto")
         and t.get("devices", 1) in (1, "1")
