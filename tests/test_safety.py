@@ -368,6 +368,16 @@ FAILURES: dict[str, Case] = {
         lambda w, mp: ["data.loader.num_workers=-1", *TRAIN],
         ["data.loader.num_workers=-1", ">= 0"],
     ),
+    "data.loader.modality_dropout=1": (
+        "train",
+        lambda w, mp: ["data.loader.modality_dropout=1", *TRAIN],
+        ["data.loader.modality_dropout=1", "[0, 1)"],
+    ),
+    "model.net.fusion=middle": (
+        "train",
+        lambda w, mp: ["model.net.fusion=middle", *TRAIN],
+        ["fusion", "early+late", "'middle'"],
+    ),
     "splits with numeric ids": (
         "train",
         lambda w, mp: _splits(

@@ -36,6 +36,12 @@ VARIANTS = {
     "rotate": ["data.loader.rotate=true"],
     "lr1e-3-rotate": [FAST_RATES, "data.loader.rotate=true"],
     "lr1e-3-rotate-e10": [FAST_RATES, "data.loader.rotate=true", "trainer.max_epochs=10"],
+    "lr1e-3-rotate-e10-drop": [
+        FAST_RATES,
+        "data.loader.rotate=true",
+        "trainer.max_epochs=10",
+        "data.loader.modality_dropout=0.5",
+    ],
     # where the modalities meet (the paper: early+late)
     "lr1e-3-late": [FAST_RATES, "model.net.fusion=late"],
     "lr1e-3-early": [FAST_RATES, "model.net.fusion=early"],

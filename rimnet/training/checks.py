@@ -71,6 +71,9 @@ def check_config(cfg: DictConfig) -> None:
     workers = cfg.data.loader.get("num_workers", 0)
     if not _is_int(workers) or workers < 0:
         problems.append(f"data.loader.num_workers={workers!r} must be an integer >= 0")
+    drop = cfg.data.loader.get("modality_dropout", 0.0)
+    if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop < 1:
+        problems.append(f"data.loader.modality_dropout={drop!r} must be a share in [0, 1)")
     if not problems:  # the trainer is checked as Lightning builds it (imports torch)
         problems += trainer_problems(cfg.trainer)
     if problems:
@@ -177,6 +180,8 @@ def check_pack(cfg: DictConfig) -> None:
         problems.append(f"the network {target} does not offer packing (no packed(k) method)")
     if cfg.data.loader.get("augment", "batched") != "batched":
         problems.append(f"data.loader.augment={cfg.data.loader.augment} (packs need batched)")
+    if cfg.model.net.get("fusion", "early+late") != "early+late":
+        problems.append(f"model.net.fusion={cfg.model.net.fusion} (packs train early+late only)")
     if cfg.trainer.get("precision") not in PACK_PRECISIONS:
         problems.append(
             f"trainer.precision={cfg.trainer.precision} (32, 64 or bf16-mixed; fp16 would "
