@@ -62,6 +62,7 @@ def test_bundle_round_trip(trained, tmp_path):
             "bottleneck": 1,
             "patch_size": 28,
             "dropout": 0.0,
+            "fusion": "early+late",
         }
         and b.context == 32
         and b.experiment == "phase_flair"
