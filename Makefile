@@ -10,7 +10,7 @@ export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 SCALE ?= paper
 
-.PHONY: install train test test-all lint bench reproduce-table3 clean
+.PHONY: install train test test-all bids-validator lint bench reproduce-table3 clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ test: install  ## fast test suite (what CI runs)
 
 test-all: install  ## including the slow end-to-end tests
 	$(PY) -m pytest -q -m ""
+
+bids-validator:  ## the official BIDS validator (Node, legacy 1.x) for the BIDS tests, into .ci/node
+	npm install --prefix .ci/node --no-audit --no-fund --silent bids-validator@1.15.0
 
 lint: install
 	$(VENV)/bin/ruff check rimnet tests benchmarks experiments

@@ -18,8 +18,11 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
 @exit_on_error
 def hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    command = " ".join(["rimnet prepare", *HydraConfig.get().overrides.task])
     with protected([cfg.bids]):
-        csv = prepare_bids(cfg.bids, cfg.out, config_from(cfg), progress=cfg.progress)
+        csv = prepare_bids(cfg.bids, cfg.out, config_from(cfg), cfg.progress, command)
     print(f"cohort written: {csv} (report: {csv.parent / 'prepare_report.csv'})")
 
 

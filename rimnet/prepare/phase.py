@@ -4,8 +4,8 @@ The paper processed phase "as previously described" (Chavhan et al. 2009; Absint
 unwrapping, then a homodyne high-pass filter that removes the background field of air-tissue
 interfaces and leaves the local phase of veins, iron and myelin. Here:
 
-- :func:`to_radians`: raw phase in radians, or integer-coded (Siemens DICOM-to-NIfTI: -4096..4095 or
-  0..4095) and rescaled onto [-π, π).
+- :func:`to_radians`: raw phase in radians, degrees or integer-coded (Siemens DICOM-to-NIfTI:
+  -4096..4095 or 0..4095) and rescaled onto [-π, π), as the sidecar's ``Units`` says.
 - :func:`brain_mask`: a head/brain mask from the magnitude (threshold, largest component, holes
   filled, 1 mm eroded), the support of both steps.
 - :func:`laplacian_unwrap`: Laplacian unwrapping (Schofield & Zhu 2003), FFT-based, exact where the
@@ -31,22 +31,47 @@ class PhaseError(RimnetError):
     """Phase values that are neither radians nor integer-coded scanner phase."""
 
 
-def to_radians(phase: np.ndarray, where: str = "phase") -> tuple[np.ndarray, str]:
-    """Phase in radians and how it was read: ``radians`` (within ±π), or integer-coded scanner
-    phase rescaled (``int-signed``: -4096..4095 -> [-π, π); ``int-unsigned``: 0..4095).
+UNITS = {"rad": "rad", "radian": "rad", "radians": "rad", "deg": "deg", "degree": "deg",
+         "degrees": "deg", "arbitrary": "arbitrary"}  # fmt: skip
+
+
+def to_radians(
+    phase: np.ndarray, where: str = "phase", units: str | None = None
+) -> tuple[np.ndarray, str]:
+    """Phase in radians and how it was read.
+
+    ``units`` is the sidecar's ``Units``: ``rad`` (kept, checked within ±π) or ``deg`` (scaled by
+    π/180). With ``arbitrary`` or no ``Units`` the values decide: radians within ±π, or
+    integer-coded scanner phase (``int-signed`` -4096..4095 or ``int-unsigned`` 0..4095, rescaled
+    onto [-π, π)); the returned description says which.
 
     Example:
         >>> [round(float(x), 3) for x in to_radians(np.array([-4096.0, 0.0, 2048.0]))[0]]
         [-3.142, 0.0, 1.571]
+        >>> to_radians(np.array([-180.0, 90.0]), units="deg")[1]
+        'degrees, Units: deg'
     """
     lo, hi = float(phase.min()), float(phase.max())
-    if lo >= -np.pi - 1e-3 and hi <= np.pi + 1e-3:
-        return phase.astype(np.float32), "radians"
+    if units is not None and str(units).lower() not in UNITS:
+        raise PhaseError(f"{where}: Units {units!r} in its sidecar; expected rad, deg or arbitrary")
+    unit = UNITS[str(units).lower()] if units is not None else None
+    given = f", Units: {units}"
+    if unit in (None, "arbitrary"):
+        given = (given if unit else ", no Units in the sidecar") + ": read from the values"
+    if unit == "deg":
+        if lo < -360.5 or hi > 360.5:
+            raise PhaseError(f"{where}: Units deg but values {lo:.4g}..{hi:.4g} exceed ±360")
+        return np.deg2rad(phase).astype(np.float32), "degrees" + given
+    radians = lo >= -np.pi - 1e-3 and hi <= np.pi + 1e-3
+    if unit in (None, "rad") and radians:
+        return phase.astype(np.float32), "radians" + given
+    if unit == "rad":
+        raise PhaseError(f"{where}: Units rad but values {lo:.4g}..{hi:.4g} exceed ±π")
     integer = np.allclose(phase, np.rint(phase))
     if integer and lo >= -4096 and hi <= 4095:
         if lo >= 0:
-            return (phase / 4096.0 * 2 * np.pi - np.pi).astype(np.float32), "int-unsigned"
-        return (phase / 4096.0 * np.pi).astype(np.float32), "int-signed"
+            return (phase / 4096.0 * 2 * np.pi - np.pi).astype(np.float32), "int-unsigned" + given
+        return (phase / 4096.0 * np.pi).astype(np.float32), "int-signed" + given
     raise PhaseError(
         f"{where}: values {lo:.4g}..{hi:.4g} are neither radians (-π..π) nor integer-coded scanner "
         f"phase (-4096..4095 or 0..4095); is this an unwrapped or filtered phase? (set phase=... )"
@@ -181,6 +206,7 @@ def process_phase(
     sigma_mm: float = 4.0,
     sign: int = 1,
     where: str = "phase",
+    units: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Filtered phase (radians, positive = paramagnetic) and the steps done.
 
@@ -194,6 +220,7 @@ def process_phase(
             or ``gaussian`` (``sigma_mm``).
         sign: ``1`` or ``-1``: the stored phase's sign relative to "positive = paramagnetic".
         where: what to name in errors.
+        units: the sidecar's ``Units`` of a raw phase (:func:`to_radians`).
     """
     done: list[str] = []
     if steps not in ("raw", "unwrapped", "filtered"):
@@ -203,8 +230,8 @@ def process_phase(
     mask = brain_mask(magnitude, voxel_mm)
     out = phase.astype(np.float32)
     if steps == "raw":
-        out, units = to_radians(out, where)
-        done.append(f"scaled ({units})")
+        out, read = to_radians(out, where, units)
+        done.append(f"scaled ({read})")
         out = laplacian_unwrap(out, mask, voxel_mm)
         done.append("unwrapped (Laplacian)")
     if steps in ("raw", "unwrapped"):

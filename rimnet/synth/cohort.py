@@ -79,6 +79,7 @@ def generate_cohort(
     params = {"scale": scale, "seed": seed, "version": SYNTH_VERSION, **asdict(sc)}
     if fmt == "bids":
         params["format"] = "bids"
+        params["bids_layout"] = 2  # sidecars, space- entities, dataset files
     key = fingerprint(params)
     csv_path = out / "cohort.csv"
     meta_path = out / "synth.json"
