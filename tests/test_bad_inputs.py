@@ -478,7 +478,7 @@ CASES: dict[str, tuple[str, Callable[[World], list[str]], list[str]]] = {
     "unknown modality": (
         "train",
         lambda w: ["modalities=[phase,swi]", "logger=csv"],
-        ["modalities=['phase', 'swi']", "one or two"],
+        ["modalities=['phase', 'swi']", "different names of"],
     ),
     "batch size 0": (
         "train",

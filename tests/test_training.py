@@ -77,7 +77,30 @@ def test_rimnet_architecture():
     uni = RimNet(1, widths=(8, 16, 32))
     assert uni.second is None and uni.head[0].in_features == 27
     with pytest.raises(ValueError):
-        RimNet(3)
+        RimNet(0)
+
+
+def test_n_branch_rimnet_is_the_papers_network_for_one_and_two_modalities():
+    """One and two modalities keep their state-dict keys (no ``others``) and the paper's forward,
+    written out here; a third modality gets a branch of its own that joins early and late."""
+    torch.manual_seed(0)
+    small = {"widths": (4, 8, 8), "fc": (16, 8)}
+    one, two, three = (RimNet(n, **small).eval() for n in (1, 2, 3))
+    for net, prefixes in ((one, {"main", "head"}), (two, {"main", "second", "head"})):
+        assert {k.split(".")[0] for k in net.state_dict()} == prefixes
+    x = torch.randn(3, 3, 28, 28, 28)
+    m1, s1 = two.main.block1(x[:, :1]), two.second.block1(x[:, 1:2])
+    m = two.main.close(two.main.block3(two.main.block2(torch.cat([m1, s1], 1))))
+    s = two.second.close(two.second.block3(two.second.block2(s1)))
+    with torch.no_grad():
+        reference = two.head(torch.cat([m.flatten(1), s.flatten(1)], 1))
+        torch.testing.assert_close(two(x[:, :2]), reference)
+        assert one(x[:, :1]).shape == (3, 2)
+    assert {k.split(".")[0] for k in three.state_dict()} == {"main", "second", "others", "head"}
+    assert three.main.block2[0].in_channels == 3 * 4 and three.head[0].in_features == 3 * 27
+    x.requires_grad_(True)
+    three(x)[:, 1].sum().backward()
+    assert (x.grad.abs().sum(dim=(0, 2, 3, 4)) > 0).all()  # every modality reaches the output
 
 
 @pytest.mark.parametrize(
@@ -116,6 +139,20 @@ def test_fast_dev_run_every_experiment(experiment, root, tmp_path):
         "fold",
     }
     assert preds.experiment.unique().tolist() == [experiment]
+
+
+def test_three_modalities_train_one_branch_each(root, tmp_path):
+    """Phase, T2* and FLAIR together: the N-branch RimNet trains and predicts."""
+    cfg = compose_train(
+        ["modalities=[phase,t2star,flair]", "experiment_name=phase_t2star_flair", "data=smoke",
+         "logger=csv", "+trainer.fast_dev_run=true"],
+        root,
+        tmp_path,
+    )  # fmt: skip
+    assert "test/loss" in train(cfg)
+    ckpt = torch.load(next((tmp_path / "checkpoints").glob("*.ckpt")), weights_only=True)
+    assert ckpt["rimnet"]["model"]["n_modalities"] == 3
+    assert any(k.startswith("net.others.0.") for k in ckpt["state_dict"])
 
 
 def test_cli_writes_run_folder(root, tmp_path):

@@ -150,7 +150,7 @@ class PackedRimNet(nn.Module):
     def __init__(self, k: int, **config: object) -> None:
         super().__init__()
         template = RimNet(**config)  # validates the configuration
-        if template.fusion != "early+late" and template.n_modalities == 2:
+        if template.fusion != "early+late" and template.n_modalities >= 2:
             raise ConfigError(
                 f"engine=packed trains the paper's early+late fusion only, not fusion="
                 f"{template.fusion}: use engine=sequential"
@@ -158,9 +158,10 @@ class PackedRimNet(nn.Module):
         self.k, self.config = k, dict(template.config)
         self.member_shapes = {n: t.shape for n, t in template.state_dict().items()}
         c = self.config
-        widths, bottleneck, two = c["widths"], c["bottleneck"], c["n_modalities"] == 2
-        self.main = PackedBranch(k, widths, bottleneck, fusion_channels=widths[0] if two else 0)
-        self.second = PackedBranch(k, widths, bottleneck) if two else None
+        widths, bottleneck, sides = c["widths"], c["bottleneck"], c["n_modalities"] - 1
+        self.main = PackedBranch(k, widths, bottleneck, fusion_channels=widths[0] * sides)
+        self.second = PackedBranch(k, widths, bottleneck) if sides else None
+        self.others = nn.ModuleList(PackedBranch(k, widths, bottleneck) for _ in range(sides - 1))
         side = c["patch_size"] // 8
         width = (bottleneck or widths[2]) * side**3 * c["n_modalities"]
         self.fc = nn.ModuleList()
@@ -175,6 +176,8 @@ class PackedRimNet(nn.Module):
         parts: dict[str, nn.Module] = {"main": self.main}
         if self.second is not None:
             parts["second"] = self.second
+        for i, branch in enumerate(self.others):
+            parts[f"others.{i}"] = branch
         # head: [Dropout,] Linear, Tanh per hidden layer, then Linear
         step, offset = (3, 1) if self.dropout else (2, 0)
         names = {}
@@ -250,11 +253,10 @@ class PackedRimNet(nn.Module):
         k, b = x.shape[:2]
         channels = x.transpose(0, 1)  # (B, K, C, S, S, S): member k's channels at group k
         m1 = self.main.block1(channels[:, :, 0])
-        if self.second is not None:
-            s1 = self.second.block1(channels[:, :, 1])
-            feats = [self.main.tail(_fuse(m1, s1, k)), self.second.tail(s1)]
-        else:
-            feats = [self.main.tail(m1)]
+        sides = [] if self.second is None else [self.second, *self.others]
+        s1 = [branch.block1(channels[:, :, i]) for i, branch in enumerate(sides, start=1)]
+        feats = [self.main.tail(_fuse([m1, *s1], k))]
+        feats += [branch.tail(s) for branch, s in zip(sides, s1)]
         h = torch.cat([f.reshape(b, k, -1) for f in feats], dim=2).transpose(0, 1)  # (K, B, F)
         for layer in self.fc:
             if self.dropout:
@@ -263,8 +265,11 @@ class PackedRimNet(nn.Module):
         return self.out(h)
 
 
-def _fuse(main: torch.Tensor, second: torch.Tensor, k: int) -> torch.Tensor:
-    """Early fusion per member: member k's block-2 input is [main_k, second_k] (RimNet's order)."""
-    b, _, *space = main.shape
-    parts = [main.reshape(b, k, -1, *space), second.reshape(b, k, -1, *space)]
-    return torch.cat(parts, dim=2).reshape(b, -1, *space)
+def _fuse(parts: list[torch.Tensor], k: int) -> torch.Tensor:
+    """Early fusion per member: member k's block-2 input is [main_k, second_k, ...] (RimNet's
+    order); one part is returned as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    b, _, *space = parts[0].shape
+    grouped = [p.reshape(b, k, -1, *space) for p in parts]
+    return torch.cat(grouped, dim=2).reshape(b, -1, *space)

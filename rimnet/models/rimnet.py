@@ -1,18 +1,21 @@
 """RimNet (§2.5, Fig. 4) and its unimodal baseline.
 
 Each branch is VGG-like: three blocks of (3×3×3 conv → batch norm → tanh) × 2 → 2×2×2 max-pool.
-The main branch takes the first modality. Early fusion: the second branch's block-1 output is
-concatenated to the main branch's block-1 output, forming the main branch's block-2 input. Each
-branch is closed by a 1×1×1 convolution to ``bottleneck`` channels (1 in the authors' code). Late
-fusion: both branches' flattened features are concatenated and fed to a fully connected cascade
-(256 → 128 → 64 in the authors' code) ending in two logits. Xavier initialisation throughout.
+The main branch takes the first modality; every further modality has a branch of its own. Early
+fusion: each further branch's block-1 output is concatenated to the main branch's block-1 output,
+in modality order, forming the main branch's block-2 input. Each branch is closed by a 1×1×1
+convolution to ``bottleneck`` channels (1 in the authors' code). Late fusion: every branch's
+flattened features are concatenated and fed to a fully connected cascade (256 → 128 → 64 in the
+authors' code) ending in two logits. Xavier initialisation throughout.
 
-With one modality the network is the unimodal baseline of §2.5: one branch + the same head.
+With one modality the network is the unimodal baseline of §2.5: one branch + the same head; with
+two it is the paper's RimNet. The branches are ``main``, ``second`` and ``others.<i>`` (modality
+3 + i), so one- and two-modality checkpoints keep their keys.
 
-``fusion`` selects ablations of the two-modality topology (the paper's is ``early+late``):
-``late`` (no block-1 concatenation), ``early`` (the second branch stops after block 1; the head
-sees the main branch only) and ``stacked`` (one branch whose first convolution takes both
-modalities as channels).
+``fusion`` selects ablations of the multimodal topology (the paper's is ``early+late``): ``late``
+(no block-1 concatenation), ``early`` (the further branches stop after block 1; the head sees the
+main branch only) and ``stacked`` (one branch whose first convolution takes every modality as a
+channel).
 """
 
 from __future__ import annotations
@@ -53,10 +56,11 @@ class Branch(nn.Module):
 
 @register
 class RimNet(nn.Module):
-    """Multimodal (two-branch) or unimodal (one-branch) RimNet.
+    """Multimodal (one branch per modality) or unimodal (one-branch) RimNet.
 
     Args:
-        n_modalities: 1 (unimodal baseline) or 2 (RimNet); channel 0 feeds the main branch.
+        n_modalities: 1 (unimodal baseline), 2 (the paper's RimNet) or more; channel 0 feeds the
+            main branch.
         widths: channels of the three blocks (authors' code: 32, 64, 128).
         fc: hidden sizes of the fully connected cascade (authors' code: 256, 128, 64).
         bottleneck: channels of the 1×1×1 convolution closing each branch (0 = none).
@@ -68,6 +72,8 @@ class RimNet(nn.Module):
     Example:
         >>> net = RimNet(n_modalities=2, widths=(8, 16, 32))
         >>> net(torch.zeros(4, 2, 28, 28, 28)).shape
+        torch.Size([4, 2])
+        >>> RimNet(n_modalities=3, widths=(8, 16, 32))(torch.zeros(4, 3, 28, 28, 28)).shape
         torch.Size([4, 2])
     """
 
@@ -82,12 +88,12 @@ class RimNet(nn.Module):
         fusion: str = "early+late",
     ) -> None:
         super().__init__()
-        if n_modalities not in (1, 2):
-            raise ConfigError(f"RimNet takes 1 or 2 modalities, got {n_modalities}")
+        if n_modalities < 1:
+            raise ConfigError(f"RimNet takes 1 or more modalities, got {n_modalities}")
         if fusion not in FUSIONS:
             raise ConfigError(f"RimNet fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
         self.n_modalities, self.fusion = n_modalities, fusion
-        two = n_modalities == 2 and fusion != "stacked"
+        sides = 0 if fusion == "stacked" else n_modalities - 1  # branches beside the main one
         # What rebuilds this network (plain values: checkpoints and bundles carry it).
         self.config = {
             "n_modalities": n_modalities,
@@ -98,20 +104,22 @@ class RimNet(nn.Module):
             "dropout": float(dropout),
             "fusion": fusion,
         }
-        early = two and fusion in ("early+late", "early")
+        early = sides and fusion in ("early+late", "early")
         self.main = Branch(
             widths,
             bottleneck,
-            fusion_channels=widths[0] if early else 0,
+            fusion_channels=widths[0] * sides if early else 0,
             in_channels=n_modalities if fusion == "stacked" else 1,
         )
-        self.second = Branch(widths, bottleneck) if two else None
-        if self.second is not None and fusion == "early":  # only block 1 is used
-            self.second.block2 = self.second.block3 = self.second.close = None
+        self.second = Branch(widths, bottleneck) if sides else None
+        self.others = nn.ModuleList(Branch(widths, bottleneck) for _ in range(max(0, sides - 1)))
+        for branch in self.side_branches():
+            if fusion == "early":  # only block 1 is used
+                branch.block2 = branch.block3 = branch.close = None
         side = patch_size // 8
         per_branch = (bottleneck or widths[2]) * side**3
         layers: list[nn.Module] = []
-        c = per_branch * (2 if two and fusion != "early" else 1)
+        c = per_branch * (1 + sides if fusion != "early" else 1)
         for h in fc:
             layers += ([nn.Dropout(dropout)] if dropout else []) + [nn.Linear(c, h), nn.Tanh()]
             c = h
@@ -126,17 +134,21 @@ class RimNet(nn.Module):
 
         return PackedRimNet(k, **config)
 
+    def side_branches(self) -> list[Branch]:
+        """The branches of modalities 2..N, in order (none for one modality or ``stacked``)."""
+        return [] if self.second is None else [self.second, *self.others]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, 2) for patches (B, n_modalities, S, S, S)."""
         m1 = self.main.block1(x if self.fusion == "stacked" else x[:, :1])
-        feats = []
-        if self.second is not None:
-            s1 = self.second.block1(x[:, 1:2])
+        early, feats = [m1], []
+        for i, branch in enumerate(self.side_branches(), start=1):
+            s1 = branch.block1(x[:, i : i + 1])
             if self.fusion != "early":
-                feats.append(self.second.close(self.second.block3(self.second.block2(s1))))
+                feats.append(branch.close(branch.block3(branch.block2(s1))))
             if self.fusion != "late":
-                m1 = torch.cat([m1, s1], dim=1)
-        m = self.main.close(self.main.block3(self.main.block2(m1)))
+                early.append(s1)
+        m = self.main.close(self.main.block3(self.main.block2(torch.cat(early, dim=1))))
         feats = [m.flatten(1)] + [f.flatten(1) for f in feats]
         return self.head(torch.cat(feats, dim=1))
 

@@ -23,10 +23,8 @@ def check_config(cfg: DictConfig) -> None:
     :func:`check_fold_config`)."""
     problems = []
     mods = list(cfg.modalities)
-    if not 1 <= len(mods) <= 2 or len(set(mods)) != len(mods) or set(mods) - set(MODALITIES):
-        problems.append(
-            f"modalities={mods} must be one or two different names of {list(MODALITIES)}"
-        )
+    if not mods or len(set(mods)) != len(mods) or set(mods) - set(MODALITIES):
+        problems.append(f"modalities={mods} must be different names of {list(MODALITIES)}")
     net = cfg.model.get("net") or {}
     widths, fc = list(net.get("widths", [1, 1, 1])), list(net.get("fc", []))
     if len(widths) != 3 or not all(_is_int(w) and w >= 1 for w in widths):
