@@ -30,7 +30,19 @@ def test_only_registered_networks_are_built():
     assert offers_packing("rimnet.models.RimNet") and not offers_packing(network_name(TinyNet))
 
 
-def test_a_new_network_trains_exports_and_predicts(smoke_csv, tmp_path, monkeypatch, capsys):
+NEW_NETWORKS = {  # model= -> (its class, the network's keyword arguments to check, or None)
+    "tiny": ("tiny_network.TinyNet", {"n_modalities": 2, "width": 4}),
+    "densenet3d": ("rimnet.models.monai_nets.DenseNet3D", None),
+    "resnet3d": ("rimnet.models.monai_nets.ResNet3D", None),
+}
+
+
+@pytest.mark.parametrize("model", sorted(NEW_NETWORKS))
+def test_a_new_network_trains_exports_and_predicts(model, smoke_csv, tmp_path, monkeypatch, capsys):
+    """A network of a test folder (tiny) and MONAI's baselines: trained, exported and used for
+    prediction through the real commands, like RimNet."""
+    network, kwargs = NEW_NETWORKS[model]
+    cls = TinyNet if model == "tiny" else build_network(network, {}).__class__
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RIMNET_ROOT", str(tmp_path / "root"))
     run = tmp_path / "run"
@@ -38,7 +50,7 @@ def test_a_new_network_trains_exports_and_predicts(smoke_csv, tmp_path, monkeypa
         "train",
         [
             f"hydra.searchpath=[file://{CONF_TINY}]",
-            "model=tiny",
+            f"model={model}",
             "experiment=phase_flair",
             "data=cohort",
             f"data.cohort={smoke_csv}",
@@ -53,13 +65,14 @@ def test_a_new_network_trains_exports_and_predicts(smoke_csv, tmp_path, monkeypa
     )
     assert code == 0, capsys.readouterr().err[-3000:]
     ckpt = safe_load(next((run / "checkpoints").glob("best-*.ckpt")), "checkpoint")
-    assert ckpt["rimnet"]["network"] == "tiny_network.TinyNet"
-    assert ckpt["rimnet"]["model"] == {"n_modalities": 2, "width": 4}
+    assert ckpt["rimnet"]["network"] == network
+    assert ckpt["rimnet"]["model"]["n_modalities"] == 2
+    assert kwargs is None or ckpt["rimnet"]["model"] == kwargs
 
     assert run_entry("export", [str(run), str(tmp_path / "tiny.pt")]) == 0
     bundle = Bundle.load(tmp_path / "tiny.pt")
-    assert bundle.network == "tiny_network.TinyNet"
-    assert isinstance(bundle.networks()[0], TinyNet)
+    assert bundle.network == network
+    assert isinstance(bundle.networks()[0], cls)
 
     patient = pd.read_csv(smoke_csv).iloc[0]
     folder = smoke_csv.parent
