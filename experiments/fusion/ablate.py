@@ -47,6 +47,13 @@ VARIANTS = {
     "lr1e-3-rotate-e10-early": [*RECIPE, "model.net.fusion=early"],
     "lr1e-3-rotate-e10-stacked": [*RECIPE, "model.net.fusion=stacked"],
     "lr1e-3-rotate-e10-w16": [*RECIPE, "model.net.widths=[16,32,64]"],
+    # make train's recipe: today's defaults with 3 elastic copies per training patch, 6 epochs
+    "lr1e-3-rotate-elastic3-e6": [
+        *FAST,
+        ROTATE,
+        "data.preprocess.elastic_copies=3",
+        "trainer.max_epochs=6",
+    ],
     # no offline rim+ copies (each rim+ lesion seen once per epoch), classes weighted instead
     "lr1e-3-rotate-e10-orig": [
         *RECIPE,
