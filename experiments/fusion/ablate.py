@@ -6,7 +6,8 @@ which selects the checkpoint; tested on the outer fold), pooled over the folds.
         --experiments phase flair phase_flair --variants paper lr1e-3
 
 Prints one row per (variant, configuration): the pooled AUC of each seed, their mean and spread,
-and writes ``ablations.csv`` in ``--out``. Finished folds are reused (the sweep skips them).
+and writes ``ablations.csv`` in ``--out``. ``--folds`` runs some outer folds only (a run is
+repeated if asked again); the pooled AUC needs all four folds in the sweep folder.
 """
 
 from __future__ import annotations
@@ -76,11 +77,14 @@ VARIANTS = {
 }
 
 
-def run_variant(out: Path, variant: str, seed: int, experiments: list[str]) -> Path:
-    """Sweep the folds of ``experiments`` for one variant and seed; returns the sweep folder."""
+def run_variant(
+    out: Path, variant: str, seed: int, experiments: list[str], folds: list[int]
+) -> Path:
+    """Sweep ``folds`` of ``experiments`` for one variant and seed; returns the sweep folder."""
     sweep = out / variant / f"seed{seed}"
     cmd = [sys.executable, "-m", "rimnet.train", "-m", f"experiment={','.join(experiments)}",
-           "fold=0,1,2,3", "protocol=single", f"seed={seed}", *BUDGET, *VARIANTS[variant],
+           f"fold={','.join(map(str, folds))}", "protocol=single", f"seed={seed}", *BUDGET,
+           *VARIANTS[variant],
            f"hydra.sweep.dir={sweep}"]  # fmt: skip
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -101,12 +105,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--experiments", nargs="+", default=["phase", "flair", "phase_flair"])
     ap.add_argument("--variants", nargs="+", default=["paper", "lr1e-3"], choices=list(VARIANTS))
+    ap.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3], choices=range(4))
     args = ap.parse_args()
     rows = []
     for variant in args.variants:
         for seed in args.seeds:
             t0 = time.perf_counter()
-            sweep = run_variant(args.out, variant, seed, args.experiments)
+            sweep = run_variant(args.out, variant, seed, args.experiments, args.folds)
             minutes = (time.perf_counter() - t0) / 60
             for e in args.experiments:
                 auc = pooled_auc(sweep, e)
