@@ -10,7 +10,7 @@ export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 SCALE ?= paper
 
-.PHONY: install train test test-all bids-validator lint bench reproduce-table3 clean
+.PHONY: install train test test-all bids-validator lint bench reproduce-table3 reproduce-beyond clean
 
 install: $(STAMP)
 
@@ -46,3 +46,6 @@ clean:
 
 reproduce-table3: install  ## synthesise, preprocess, 24-job sweep + inter-center study, evaluate -> outputs/table3-$(SCALE)/
 	$(PY) experiments/reproduce_table3.py --scale $(SCALE)
+
+reproduce-beyond: install  ## phase + T2* + FLAIR, DenseNet, ResNet vs RimNet in Table 3's sweep -> outputs/beyond-$(SCALE)/
+	$(PY) experiments/reproduce_beyond.py --scale $(SCALE)

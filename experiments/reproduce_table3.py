@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from rimnet.config import cv_experiments, experiment_catalogue, inter_center_experiments
+from rimnet.data.contract import MODALITIES
 from rimnet.evaluation.report import TABLE3_RIMNET, TABLE3_SINGLE, Configurations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def ordering_lines(aucs: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
     DeLong P of the difference (paired, same lesions). Also how close phase and T2* are (paper:
     0.012 apart, not significant)."""
     auc = dict(zip(aucs.experiment, aucs.auc_pooled))
-    singles = [e for e in ("phase", "t2star", "flair") if e in auc]
+    singles = [e for e in MODALITIES if e in auc]
     if not singles:
         return []
     best = max(singles, key=auc.get)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from rimnet.data.contract import MODALITIES
+from rimnet.data.contract import MODALITIES, modality_rank
 from rimnet.tracking import (  # noqa: F401  (wandb_run re-exported)
     WANDB_SETTINGS,
     wandb_dir,
@@ -38,6 +38,7 @@ CONFIG_DIR = _config_dir()
 
 @cache
 def _paper_patches() -> dict:
+    register_resolvers()
     node = OmegaConf.load(Path(CONFIG_DIR, "patches", "paper.yaml"))
     return OmegaConf.to_container(node, resolve=True)
 
@@ -55,8 +56,10 @@ def paper_patches() -> dict:
 
 def register_resolvers() -> None:
     """The OmegaConf resolvers the configs use (``len``, ``sum``, ``abspath``, ``dirname``,
-    ``wandb_offline``, ``wandb_setting``, ``wandb_dir``, ``seed_folder``)."""
+    ``wandb_offline``, ``wandb_setting``, ``wandb_dir``, ``seed_folder``,
+    ``builtin_modalities``)."""
     resolvers = {
+        "builtin_modalities": lambda: list(MODALITIES),
         "len": lambda x: len(x),
         "sum": lambda x: int(sum(x or [])),
         "abspath": lambda p: os.path.abspath(str(p)),
@@ -88,20 +91,48 @@ def experiment_configs() -> dict[str, DictConfig]:
     return {f.stem: OmegaConf.load(f) for f in files}
 
 
-def _table_order(name: str) -> tuple:
-    modalities = list(experiment_configs()[name].modalities)
-    return len(modalities), [MODALITIES.index(m) for m in modalities], name
+def table_order(modalities: list[str], name: str) -> tuple:
+    """Sort key of a configuration in tables: fewer modalities first, built-ins by their order."""
+    return len(modalities), [modality_rank(m) for m in modalities], name
+
+
+def _network(name: str) -> str:
+    """The network of ``conf/experiment/<name>.yaml``: its ``override /model`` or the default."""
+    model = "rimnet"
+    for entry in experiment_configs()[name].get("defaults") or []:
+        if isinstance(entry, DictConfig) and "override /model" in entry:
+            model = entry["override /model"]
+    net = OmegaConf.load(Path(CONFIG_DIR, "model", f"{model}.yaml")).net
+    return str(net._target_).rsplit(".", 1)[-1]  # the class name: DenseNet3D
+
+
+def _study(name: str) -> str:
+    return str(experiment_configs()[name].get("study") or "paper")
 
 
 def cv_experiments() -> list[str]:
-    """The configurations of the cross-validation (Table 3, Figs 5-8): single modalities first.
+    """The paper's configurations of the cross-validation (Table 3, Figs 5-8): single modalities
+    first (``study: beyond`` files are not among them).
 
     Example:
         >>> cv_experiments()[:3]
         ['phase', 't2star', 'flair']
     """
-    names = [n for n, c in experiment_configs().items() if not c.get("train_sites")]
-    return sorted(names, key=_table_order)
+    configs = experiment_configs()
+    names = [n for n, c in configs.items() if not c.get("train_sites") and _study(n) == "paper"]
+    return sorted(names, key=lambda n: table_order(list(configs[n].modalities), n))
+
+
+def beyond_experiments() -> list[str]:
+    """The configurations beyond the paper (``study: beyond``): more modalities, other networks.
+
+    Example:
+        >>> beyond_experiments()
+        ['densenet_phase_flair', 'resnet_phase_flair', 'phase_t2star_flair']
+    """
+    configs = experiment_configs()
+    names = [n for n in configs if _study(n) == "beyond"]
+    return sorted(names, key=lambda n: table_order(list(configs[n].modalities), n))
 
 
 def inter_center_experiments() -> list[str]:
@@ -111,11 +142,13 @@ def inter_center_experiments() -> list[str]:
 
 def experiment_catalogue() -> dict[str, dict]:
     """Every configuration of ``conf/experiment/`` as plain values (its modalities, the sites it
-    trains on): what the evaluation needs to name and order them."""
+    trains on, its study and network): what the evaluation needs to name and order them."""
     return {
         name: {
             "modalities": list(cfg.modalities),
             "train_sites": list(cfg.get("train_sites") or []),
+            "study": _study(name),
+            "network": _network(name),
         }
         for name, cfg in experiment_configs().items()
     }

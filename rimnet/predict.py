@@ -3,6 +3,8 @@
 One patient:
     rimnet predict --bundle rimnet.pt --phase phase.nii.gz --flair flair.nii.gz \\
                    --lesion-mask lesions.nii.gz [--anatomy aseg.nii.gz] --out results/ [--id pat01]
+Any modality by the name the bundle gives it (--phase, --t2star and --flair are shortcuts):
+    rimnet predict --bundle qsm.pt --image qsm=qsm.nii.gz --image flair=flair.nii.gz ...
 Many patients (the data contract's cohort.csv; rim annotations are not needed):
     rimnet predict --bundle rimnet.pt --cohort cohort.csv --out results/
 The lesion under a point ("the expert clicks the lesion", §4 of the paper):
@@ -32,6 +34,7 @@ from rimnet.data.cohort import (
     cohort_files,
     read_cohort,
 )
+from rimnet.data.contract import modality_problem
 from rimnet.errors import CommandFailed, RimnetError, run_command
 from rimnet.inference.predictor import (
     PatientResult,
@@ -55,7 +58,17 @@ def build_parser(prog: str = "rimnet predict") -> argparse.ArgumentParser:
         "input: one patient's NIfTI files (co-registered, 3D-EPI space), or --cohort"
     )
     for m in MODALITIES:
-        src.add_argument(f"--{m}", help=f"{m} image (needed if the bundle uses {m})")
+        src.add_argument(
+            f"--{m}", help=f"{m} image (needed if the bundle uses {m}; = --image {m}=PATH)"
+        )
+    src.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an image by its modality name in the bundle (e.g. --image qsm=qsm.nii.gz); "
+        "repeat for each; `rimnet export` prints a bundle's names, and a missing one is named",
+    )
     src.add_argument("--lesion-mask", help="automated lesion segmentation (binary or labels)")
     src.add_argument(
         "--anatomy",
@@ -244,10 +257,35 @@ def _run_cohort(
 def run(args: argparse.Namespace) -> int:
     """The command: its input files (bundle, images, masks, cohort table) are protected from its
     own writes."""
-    named = [getattr(args, m) for m in MODALITIES]
+    named = list(given_images(args).values())
     inputs = [args.bundle, args.cohort, args.lesion_mask, args.anatomy, args.air_mask, *named]
     with protected(inputs):
         return _run(args)
+
+
+def given_images(args: argparse.Namespace) -> dict[str, str]:
+    """The images of the command line by modality name: the shortcuts (``--phase`` ...) and each
+    ``--image NAME=PATH``; a malformed or repeated one is an error.
+
+    Example:
+        >>> args = build_parser().parse_args(["--bundle", "b.pt", "--out", "o", "--phase", "p.nii",
+        ...                                   "--image", "qsm=q.nii"])
+        >>> given_images(args)
+        {'phase': 'p.nii', 'qsm': 'q.nii'}
+    """
+    images = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
+    for item in args.image:
+        name, sep, path = item.partition("=")
+        problem = modality_problem(name.strip())
+        if not sep or not path.strip() or problem:
+            raise CohortError(
+                f"--image {item}: give NAME=PATH with NAME a modality of the bundle"
+                + (f" ({problem})" if sep and problem else "")
+            )
+        if name.strip() in images:
+            raise CohortError(f"--image {item}: {name.strip()} is given twice")
+        images[name.strip()] = path.strip()
+    return images
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -288,7 +326,17 @@ def _run(args: argparse.Namespace) -> int:
             bundle_name,
             args.wandb,
         )
-    images = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
+    images = given_images(args)
+    needed = predictor.bundle.modalities
+    missing = [m for m in needed if m not in images]
+    if missing:
+        raise CohortError(
+            f"patient {pid}: the bundle {bundle_name} needs the images {needed}; give "
+            + " ".join(f"--image {m}=<file>" for m in missing)
+        )
+    unused = [m for m in images if m not in needed and m != "flair"]
+    if unused:
+        print(f"note: {', '.join(unused)} not used (the bundle needs {needed})")
     r = predictor.predict_files(
         pid, images, args.lesion_mask, anatomy=args.anatomy, air_mask=args.air_mask
     )
@@ -319,7 +367,7 @@ def _run(args: argparse.Namespace) -> int:
 # Words that name a file's role, not its patient (dropped from the default patient id).
 ROLE_WORDS = {
     *("lesion", "lesions", "mask", "masks", "seg", "segmentation", "label", "labels"),
-    *("desc-lesion", "lesion-mask", "t2star", "phase", "flair", "mag", "magnitude"),
+    *("desc-lesion", "lesion-mask", *MODALITIES, "mag", "magnitude"),
 }
 
 

@@ -241,8 +241,9 @@ def test_the_paper_parameters_are_written_once():
 
     from omegaconf import OmegaConf
 
-    from rimnet.config import CONFIG_DIR
+    from rimnet.config import CONFIG_DIR, register_resolvers
 
+    register_resolvers()  # the built-in modalities come from the data contract
     for cls in (PreprocessConfig, CandidateRules):
         defaults = [
             f.name

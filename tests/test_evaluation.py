@@ -309,6 +309,55 @@ def test_report_writer_on_a_synthetic_sweep(tmp_path, monkeypatch):
     assert ics.row.tolist() == ["RimNet: phase + FLAIR", "Expert #1", "Expert #2"]
 
 
+def test_configurations_beyond_the_paper_are_rows_tested_against_rimnet(tmp_path, monkeypatch):
+    """A configuration file marked ``study: beyond`` and a run of the user's own (its names read
+    from the run's resolved config) get rows in the AUC table and Table 3, with DeLong P against
+    RimNet (phase + FLAIR) on the same lesions, and a figure of their own; the paper's tables and
+    Fig. 5 keep the paper's configurations."""
+    from omegaconf import OmegaConf
+
+    from rimnet.evaluation.report import write_report
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    sweep = tmp_path / "sweep"
+    base = _synthetic_sweep(sweep)
+    rng = np.random.default_rng(3)
+    fold = (base.patient_id.str[1:].astype(int) % 4).to_numpy()
+    for name in ("phase_t2star_flair", "qsm_flair"):
+        p = base.assign(
+            prob=np.clip(base.label * 0.6 + rng.random(len(base)) * 0.5, 0, 1), fold=fold
+        )
+        for k in range(4):
+            (sweep / name / f"fold{k}").mkdir(parents=True)
+            p[fold == k].to_csv(sweep / name / f"fold{k}" / "predictions.csv", index=False)
+    run = {"modalities": ["qsm", "flair"], "model": {"net": {"_target_": "rimnet.models.RimNet"}}}
+    OmegaConf.save(OmegaConf.create(run), sweep / "qsm_flair" / "fold0" / "resolved_config.yaml")
+    out = tmp_path / "report"
+    summary = write_report(sweep, out, experiment_catalogue())
+    assert summary["missing"] == []  # densenet/resnet were not run: optional, not missing
+    assert summary["beyond"] == ["qsm_flair", "phase_t2star_flair"]  # fewer modalities first
+    aucs = pd.read_csv(out / "auc.csv").set_index("experiment")
+    assert aucs.loc["qsm_flair", "configuration"] == "RimNet: qsm + FLAIR"
+    assert aucs.loc["phase_t2star_flair", "configuration"] == "RimNet: phase + T2* + FLAIR"
+    assert (aucs.loc[["phase_t2star_flair", "qsm_flair"], "study"] == "beyond").all()
+    assert aucs.index[-2:].tolist() == ["qsm_flair", "phase_t2star_flair"]
+    rimnet = pd.concat(pd.read_csv(f) for f in sorted((sweep / "phase_flair").glob("fold*/*.csv")))
+    ours = pd.concat(pd.read_csv(f) for f in sorted((sweep / "qsm_flair").glob("fold*/*.csv")))
+    m = ours.merge(rimnet[["lesion_id", "prob"]], on="lesion_id", suffixes=("", "_rimnet"))
+    expected = delong_test(m.label, m.prob, m.prob_rimnet).p_value
+    assert aucs.loc["qsm_flair", "p_vs_rimnet"] == pytest.approx(expected)
+    assert np.isnan(aucs.loc["phase_flair", "p_vs_rimnet"])
+    assert aucs.loc["phase", "p_vs_rimnet"] < 1
+    t3 = pd.read_csv(out / "table3.csv")
+    assert t3[t3.section == "beyond"].row.tolist() == [
+        "RimNet: qsm + FLAIR",
+        "RimNet: phase + T2* + FLAIR",
+    ]
+    assert "Beyond the paper" in (out / "table3.md").read_text()
+    assert (out / "fig_beyond_roc_pr.png").stat().st_size > 10_000
+    assert len(pd.read_csv(out / "delong_pairs.csv")) == 28  # 8 configurations, every pair
+
+
 def test_paper_figures_show_the_data_they_come_from(tmp_path, monkeypatch):
     """Figs 3, 9 and 10: bars per panel and their heights from the same predictions; Table S1
     has thresholds 1-6; the re-rating list holds the most confident errors."""

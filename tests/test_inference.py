@@ -237,7 +237,7 @@ def test_bad_inputs_get_clear_errors(trained, tmp_path, capsys):
         "cpu",
     ]
     assert cli_main(base + ["--phase", row.phase]) == 2  # the bundle needs FLAIR too
-    assert "missing ['flair']" in capsys.readouterr().err
+    assert "give --image flair=<file>" in capsys.readouterr().err
     bad = nib.load(row.flair)
     arr = np.asarray(bad.dataobj).copy()
     arr[5, 5, 5] = np.nan

@@ -55,6 +55,26 @@ def test_reproduce_table3_smoke(tmp_path):
     assert (tmp_path / "table3" / "rerating_list.csv").exists()
 
 
+@pytest.mark.slow
+def test_reproduce_beyond_smoke(tmp_path):
+    """The study beyond the paper end to end at smoke scale: RimNet (phase + FLAIR) and the
+    three configurations beyond it, each tested against RimNet, with its CPU time."""
+    env = {**os.environ, "RIMNET_ROOT": str(tmp_path), "WANDB_MODE": "offline"}
+    out = tmp_path / "beyond"
+    cmd = [sys.executable, "experiments/reproduce_beyond.py", "--scale", "smoke", "--out", str(out)]
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    aucs = pd.read_csv(out / "auc.csv").set_index("experiment")
+    beyond = ["densenet_phase_flair", "resnet_phase_flair", "phase_t2star_flair"]
+    assert sorted(aucs.index) == sorted(["phase_flair", *beyond])
+    assert aucs.loc[beyond, "p_vs_rimnet"].between(0, 1).all()
+    readme = (out / "README.md").read_text()
+    for label in ("DenseNet3D: phase + FLAIR", "ResNet3D: phase + FLAIR", "phase + T2* + FLAIR"):
+        assert label in readme
+    assert readme.count(" min (3 jobs) |") == 4  # CPU time of each configuration
+    assert (out / "fig_beyond_roc_pr.png").stat().st_size > 10_000
+
+
 def test_ordering_table_says_which_of_the_papers_claims_hold():
     """Each claim of Fig. 5 is judged from the pooled AUCs, with the DeLong P of that pair."""
     import importlib.util

@@ -62,6 +62,22 @@ def test_experiment_configs_compose_and_instantiate(experiment, root, tmp_path):
     }  # read from conf/
 
 
+@pytest.mark.parametrize("experiment", ["phase_t2star_flair", "densenet_phase_flair",
+                                        "resnet_phase_flair"])  # fmt: skip
+def test_configurations_beyond_the_paper_compose_and_stay_out_of_table3(experiment, root, tmp_path):
+    """``study: beyond`` files: their network and modalities as the catalogue names them, a
+    forward pass of the right width, and not among Table 3's configurations."""
+    from rimnet.config import beyond_experiments, experiment_catalogue
+
+    cfg = compose_train([f"experiment={experiment}", "data=smoke"], root, tmp_path)
+    module = hydra.utils.instantiate(cfg.model)
+    entry = experiment_catalogue()[experiment]
+    assert type(module.net).__name__ == entry["network"] and entry["study"] == "beyond"
+    assert list(cfg.modalities) == entry["modalities"] and cfg.experiment_name == experiment
+    assert module(torch.zeros(2, len(cfg.modalities), 28, 28, 28)).shape == (2, 2)
+    assert experiment in beyond_experiments() and experiment not in cv_experiments()
+
+
 def test_rimnet_architecture():
     net = RimNet(2, widths=(32, 64, 128))
     assert net.main.block2[0].in_channels == 64  # early fusion: 32 main + 32 second-branch channels

@@ -40,6 +40,7 @@ from rimnet.data.contract import (
     crop_centered,
     extract_patch,
     lesion_id,
+    modality_problem,
     normalise,
 )
 from rimnet.data.patches import ROTATIONS, ElasticDeformer, rotate
@@ -82,6 +83,15 @@ class PreprocessConfig:
     anatomy_format: str
     n_jobs: int | None  # processes over patients; None: one per 2 cores (same output)
     rules: CandidateRules
+
+    def __post_init__(self) -> None:
+        mods = list(self.modalities or [])
+        bad = [p for p in map(modality_problem, mods) if p]
+        if not mods or len(set(mods)) != len(mods) or bad:
+            raise ConfigError(
+                f"patches modalities={mods} must be different image columns of cohort.csv"
+                + (f": {'; '.join(bad)}" if bad else "")
+            )
 
     @classmethod
     def paper(cls, **overrides: Any) -> PreprocessConfig:

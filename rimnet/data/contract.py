@@ -6,17 +6,58 @@ the cache and the predictor read them. docs/data-contract.md documents them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 # --- cohort.csv ----------------------------------------------------------------------------------
+# The built-in images (what synth and prepare write, and the predict shortcuts). A cohort may carry
+# any other image column (qsm, t1w, ...): a config that names it makes it a modality.
 MODALITIES = ("phase", "t2star", "flair")
+MODALITY_LABELS = {"phase": "phase", "t2star": "T2*", "flair": "FLAIR"}  # display names
 MASKS = ("lesion_mask", "rim_mask", "rater1_mask", "rater2_mask", "anatomy", "air_mask")
 REQUIRED = ("patient_id", "site", "lesion_mask")
 COHORT_COLUMNS = ("patient_id", "site", "scanner", *MODALITIES, *MASKS)
+_MODALITY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 LABEL_TOLERANCE = 1e-3  # masks are label maps: integer-valued within this tolerance, and >= 0
+
+
+def modality_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a modality (an image column of cohort.csv), or None.
+
+    Example:
+        >>> modality_problem("qsm") is None, modality_problem("lesion_mask")
+        (True, "'lesion_mask' is a mask or table column, not an image")
+    """
+    if not isinstance(name, str) or not _MODALITY_NAME.match(name):
+        return f"{name!r} is not a column name (lower-case letters, digits and _)"
+    if name in (*REQUIRED, "scanner", *MASKS):
+        return f"{name!r} is a mask or table column, not an image"
+    return None
+
+
+def modality_label(name: str) -> str:
+    """How tables and figures write a modality: ``T2*`` for ``t2star``, a new name as it is."""
+    return MODALITY_LABELS.get(name, name)
+
+
+def ordered_modalities(names: Iterable[str]) -> list[str]:
+    """``names`` with the built-in modalities first, in their order, then the others as given.
+
+    Example:
+        >>> ordered_modalities(["qsm", "flair", "phase"])
+        ['phase', 'flair', 'qsm']
+    """
+    names = list(names)
+    return [m for m in MODALITIES if m in names] + [m for m in names if m not in MODALITIES]
+
+
+def modality_rank(name: str) -> int:
+    """Sort key of one modality: built-ins by their order, any other after them."""
+    return MODALITIES.index(name) if name in MODALITIES else len(MODALITIES)
+
 
 # --- anatomy label maps (the ``anatomy`` column)
 # ---------------------------------------------------

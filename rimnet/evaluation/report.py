@@ -3,7 +3,9 @@ folder.
 
 A sweep folder holds ``<experiment>/fold<k>/predictions.csv`` (cross-validation) and, for the
 inter-center study, ``ics_phase_flair/ensemble/predictions.csv``. Missing configurations are
-listed in the report, never invented.
+listed in the report, never invented. Configurations beyond the paper (more modalities, other
+networks, a user's own) are read from their runs and reported beside the paper's, each tested
+against RimNet (phase + FLAIR) on the same lesions.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from rimnet.data.contract import MODALITIES
+from rimnet.data.contract import modality_label, modality_rank
 from rimnet.errors import RimnetError
 from rimnet.evaluation import analysis
 from rimnet.evaluation.stats import delong_ci, delong_test
@@ -28,7 +30,6 @@ from rimnet.tracking import wandb_run
 # Where Table 3's rows come from (the paper's table; the experiment list itself is
 # conf/experiment/).
 TABLE3_SINGLE, TABLE3_RIMNET, ICS_EXPERIMENT = "phase", "phase_flair", "ics_phase_flair"
-MODALITY_NAMES = {"phase": "phase", "t2star": "T2*", "flair": "FLAIR"}
 # Barquero et al. 2020, Table 3 and §3.1 (percent; AUCs as fractions).
 PAPER_TABLE3 = {
     ("cv", "Single phase model"): [91.3, 57.6, 62.1, 95.0, 53.9, 96.3],
@@ -54,14 +55,16 @@ CHRONIC_ACTIVE = 4  # rim+ lesions that make a patient chronic active (the paper
 
 
 class Configurations:
-    """The configurations of a study, by name: their modalities and the sites they train on
-    (given by the caller, e.g. ``rimnet.config.experiment_catalogue()``; the evaluation itself
-    reads no config).
+    """The configurations of a study, by name: their modalities, the sites they train on, their
+    study (``paper`` or ``beyond``) and network (given by the caller, e.g.
+    ``rimnet.config.experiment_catalogue()``, and completed from a sweep's runs by
+    :meth:`with_runs`).
 
     Example:
-        >>> c = Configurations({"phase": {"modalities": ["phase"]}})
-        >>> c.cv(), c.label("phase")
-        (['phase'], 'Single: phase')
+        >>> c = Configurations({"phase": {"modalities": ["phase"]},
+        ...                     "qsm_flair": {"modalities": ["qsm", "flair"], "study": "beyond"}})
+        >>> c.cv(), c.beyond(), c.label("phase"), c.label("qsm_flair")
+        (['phase'], ['qsm_flair'], 'Single: phase', 'RimNet: qsm + FLAIR')
     """
 
     def __init__(self, catalogue: dict[str, dict]) -> None:
@@ -69,31 +72,65 @@ class Configurations:
             name: {
                 "modalities": list(entry["modalities"]),
                 "train_sites": list(entry.get("train_sites") or []),
+                "study": str(entry.get("study") or "paper"),
+                "network": str(entry.get("network") or "RimNet"),
             }
             for name, entry in catalogue.items()
         }
+
+    def with_runs(self, sweep_dir: str | Path) -> Configurations:
+        """These configurations and those of the sweep's runs (each ``<name>/fold*/`` or
+        ``<name>/ensemble/`` with a ``resolved_config.yaml``), read from the runs themselves: a
+        configuration that is not among the given ones counts as beyond the paper."""
+        catalogue = dict(self.catalogue)
+        for folder in sorted(p for p in Path(sweep_dir).glob("*") if p.is_dir()):
+            runs = sorted(folder.glob("fold*/resolved_config.yaml"))
+            if not runs or folder.name in catalogue:
+                continue
+            cfg = load_job_config(runs[0])
+            catalogue[folder.name] = {
+                "modalities": list(cfg.modalities),
+                "train_sites": list(cfg.get("train_sites") or []),
+                "study": "beyond",
+                "network": str(cfg.model.net._target_).rsplit(".", 1)[-1],  # class name
+            }
+        return Configurations(catalogue)
 
     def modalities(self, name: str) -> list[str]:
         return self.catalogue[name]["modalities"]
 
     def _order(self, name: str) -> tuple:
         mods = self.modalities(name)
-        return len(mods), [MODALITIES.index(m) if m in MODALITIES else 99 for m in mods], name
+        network = self.catalogue[name]["network"]
+        return network != "RimNet", len(mods), [modality_rank(m) for m in mods], name
+
+    def _cross_validated(self, study: str) -> list[str]:
+        names = [
+            n for n, e in self.catalogue.items() if not e["train_sites"] and e["study"] == study
+        ]
+        return sorted(names, key=self._order)
 
     def cv(self) -> list[str]:
-        """Cross-validation configurations (Table 3, Figs 5-8): single modalities first."""
-        names = [n for n, e in self.catalogue.items() if not e["train_sites"]]
-        return sorted(names, key=self._order)
+        """The paper's cross-validation configurations (Table 3, Figs 5-8): single modalities
+        first."""
+        return self._cross_validated("paper")
+
+    def beyond(self) -> list[str]:
+        """Cross-validation configurations beyond the paper: RimNet with other modalities first,
+        then other networks."""
+        return self._cross_validated("beyond")
 
     def ics(self) -> list[str]:
         """Inter-center configurations (trained on some sites, tested on others)."""
         return sorted(n for n, e in self.catalogue.items() if e["train_sites"])
 
     def label(self, name: str) -> str:
-        """Display name from the modalities: ``RimNet: phase + FLAIR``."""
+        """Display name from the network and modalities: ``RimNet: phase + FLAIR``,
+        ``DenseNet3D: phase + FLAIR``."""
         mods = self.modalities(name)
-        names = " + ".join(MODALITY_NAMES.get(m, m) for m in mods)
-        kind = "Single" if len(mods) == 1 else "RimNet"
+        names = " + ".join(modality_label(m) for m in mods)
+        kind = self.catalogue[name]["network"]
+        kind = "Single" if kind == "RimNet" and len(mods) == 1 else kind
         return f"{'ICS ' if self.catalogue[name]['train_sites'] else ''}{kind}: {names}"
 
 
@@ -104,8 +141,10 @@ def load_predictions(
     missing."""
     sweep_dir = Path(sweep_dir)
     found, missing = {}, []
-    for exp in configs.cv():
+    for exp in configs.cv() + configs.beyond():
         files = sorted((sweep_dir / exp).glob("fold*/predictions.csv"))
+        if not files and exp in configs.beyond():
+            continue  # a study beyond the paper is optional: only a partial one is missing
         if files:
             for config in (f.parent / "resolved_config.yaml" for f in files):
                 if config.exists():
@@ -189,9 +228,9 @@ def _table3_rows(pred: pd.DataFrame, name: str, section: str) -> list[dict]:
     return rows
 
 
-def table3(preds: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def table3(preds: dict[str, pd.DataFrame], configs: Configurations | None = None) -> pd.DataFrame:
     """Lesion-wise results at the 95 %-specificity operating point (Table 3): models, then
-    experts."""
+    experts; then the inter-center study and the configurations beyond the paper."""
     models, experts = [], []
     for exp, name in (
         (TABLE3_SINGLE, "Single phase model"),
@@ -206,7 +245,12 @@ def table3(preds: dict[str, pd.DataFrame]) -> pd.DataFrame:
         if ICS_EXPERIMENT in preds
         else []
     )
-    return pd.DataFrame(models + experts + ics)
+    beyond = [
+        _table3_rows(preds[e], configs.label(e), "beyond")[0]
+        for e in (configs.beyond() if configs else [])
+        if e in preds
+    ]
+    return pd.DataFrame(models + experts + ics + beyond)
 
 
 def _paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -218,22 +262,29 @@ def _paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 def auc_table(
     preds: dict[str, pd.DataFrame], configs: Configurations
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """AUC per configuration (mean of folds, pooled with DeLong 95 % CI) and DeLong p for every
-    pair."""
+    """AUC per configuration (mean of folds, pooled with DeLong 95 % CI; the paper's, then those
+    beyond it), DeLong p against RimNet (phase + FLAIR) on the lesions both scored, and DeLong p
+    for every pair."""
     rows, pairs = [], []
-    exps = [e for e in configs.cv() if e in preds]
+    exps = [e for e in configs.cv() + configs.beyond() if e in preds]
     for e in exps:
         mc = analysis.mean_curves(preds[e])
         lo, auc, hi = delong_ci(preds[e]["label"], preds[e]["prob"])
+        vs_rimnet = np.nan
+        if e != TABLE3_RIMNET and TABLE3_RIMNET in preds:
+            m = _paired(preds[e], preds[TABLE3_RIMNET])
+            vs_rimnet = delong_test(m["label"], m["prob_a"], m["prob_b"]).p_value
         rows.append(
             {
                 "configuration": configs.label(e),
                 "experiment": e,
+                "study": configs.catalogue[e]["study"],
                 "auc_mean_folds": mc.auc,
                 "auc_pooled": auc,
                 "ci_low": lo,
                 "ci_high": hi,
                 "ap_mean_folds": mc.ap,
+                "p_vs_rimnet": vs_rimnet,
                 "paper_auc": PAPER_AUC.get(e),
             }
         )
@@ -266,7 +317,12 @@ def table3_markdown(t3: pd.DataFrame) -> str:
         "| P vs #2 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for section, title in (("cv", "Cross-validation evaluation"), ("ics", "Inter-center study")):
+    sections = (
+        ("cv", "Cross-validation evaluation"),
+        ("ics", "Inter-center study"),
+        ("beyond", "Beyond the paper (cross-validation)"),
+    )
+    for section, title in sections:
         sub = t3[t3.section == section]
         if sub.empty:
             continue
@@ -291,10 +347,19 @@ def table3_markdown(t3: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def figure5(preds: dict[str, pd.DataFrame], path: Path, configs: Configurations) -> None:
-    """Fig. 5 of the configurations of the cross-validation found in ``preds``."""
-    present = [e for e in configs.cv() if e in preds]
-    curves.figure5({configs.label(e): analysis.mean_curves(preds[e]) for e in present}, path)
+def figure5(
+    preds: dict[str, pd.DataFrame], path: Path, configs: Configurations, beyond: bool = False
+) -> None:
+    """Fig. 5 of the paper's cross-validation configurations found in ``preds``; ``beyond``:
+    the same figure of the configurations beyond the paper, beside RimNet (phase + FLAIR)."""
+    names = [TABLE3_RIMNET, *configs.beyond()] if beyond else configs.cv()
+    present = [e for e in names if e in preds]
+    title = (
+        "Beyond the paper: mean ROC and PR over the test folds, beside RimNet (phase + FLAIR)"
+        if beyond
+        else curves.FIG5_TITLE
+    )
+    curves.figure5({configs.label(e): analysis.mean_curves(preds[e]) for e in present}, path, title)
 
 
 def figure6(preds: dict[str, pd.DataFrame], path: Path) -> dict | None:
@@ -364,7 +429,7 @@ def write_report(
         log_wandb: also log tables and figures to a W&B run.
         n_folds: outer folds expected per configuration.
     """
-    configs = Configurations(catalogue)
+    configs = Configurations(catalogue).with_runs(sweep_dir)
     if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 1:
         raise RimnetError(f"n_folds={n_folds!r} must be an integer >= 1 (outer folds expected)")
     preds, missing = load_predictions(sweep_dir, configs, n_folds)
@@ -381,7 +446,7 @@ def write_report(
             df.to_csv(tmp, index=False)
         files[name] = out / name
 
-    t3 = table3(preds)
+    t3 = table3(preds, configs)
     save_csv(t3, "table3.csv")
     with atomic_path(out / "table3.md") as tmp:
         tmp.write_text(
@@ -402,9 +467,12 @@ def write_report(
                 save_csv(analysis.consensus_error_analysis(op), f"error_consensus_{exp}.csv")
             if "location" in op and (op["location"] != "").any():
                 save_csv(analysis.location_analysis(op), f"location_{exp}.csv")
-    if aucs.shape[0]:
+    if any(e in preds for e in configs.cv()):
         figure5(preds, out / "fig5_roc_pr.png", configs)
         files["fig5_roc_pr.png"] = out / "fig5_roc_pr.png"
+    if any(e in preds for e in configs.beyond()):
+        figure5(preds, out / "fig_beyond_roc_pr.png", configs, beyond=True)
+        files["fig_beyond_roc_pr.png"] = out / "fig_beyond_roc_pr.png"
     ics_vs_cv = figure6(preds, out / "fig6_intercenter.png")
     if ics_vs_cv is not None:
         files["fig6_intercenter.png"] = out / "fig6_intercenter.png"
@@ -428,6 +496,7 @@ def write_report(
             Path(sweep_dir).resolve(), out.resolve()
         ),  # portable: relative
         "configurations": sorted(preds),
+        "beyond": [e for e in configs.beyond() if e in preds],
         "missing": missing,
         "auc": aucs.set_index("experiment")[["auc_mean_folds", "auc_pooled"]].to_dict("index")
         if len(aucs)

@@ -21,13 +21,17 @@ def _finish(ax: Any, title: str) -> None:
     ax[0].figure.suptitle(title)
 
 
-def figure5(curves: dict[str, Any], path: Path) -> dict[str, float]:
+FIG5_TITLE = "Fig. 5: mean ROC and PR over the test folds (AUC, AP: mean of the folds)"
+
+
+def figure5(curves: dict[str, Any], path: Path, title: str = FIG5_TITLE) -> dict[str, float]:
     """Mean ROC and PR curves over the test folds, one line per configuration.
 
     Args:
         curves: label -> fold-averaged curves (``grid``, ``tpr``, ``precision``, ``auc``, ``ap``;
             :class:`rimnet.evaluation.analysis.MeanCurves`).
         path: the PNG to write.
+        title: the figure's title.
 
     Returns:
         The AUC in each label's legend (the mean of the fold AUCs).
@@ -36,7 +40,7 @@ def figure5(curves: dict[str, Any], path: Path) -> dict[str, float]:
     for name, mc in curves.items():
         ax[0].step(mc.grid, mc.tpr, where="post", label=f"{name} (AUC {mc.auc:.3f})")
         ax[1].step(mc.grid, mc.precision, where="post", label=f"{name} (AP {mc.ap:.3f})")
-    _finish(ax, "Fig. 5: mean ROC and PR over the test folds (AUC, AP: mean of the folds)")
+    _finish(ax, title)
     save(fig, path)
     return {name: mc.auc for name, mc in curves.items()}
 

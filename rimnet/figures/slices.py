@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from rimnet.data.contract import ordered_modalities
 from rimnet.figures import COLOURS, png, pyplot, save
 
 HALF = 16  # voxels each side of the centre in a card's slices
-ORDER = ("phase", "t2star", "flair")
 VIEWS = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}  # (horizontal, vertical) axes
 OPPOSITE = dict(zip("RLAPSI", "LRPAIS"))
 
@@ -85,7 +85,7 @@ def qc_card(
     card costs a few milliseconds, and a report has one per candidate)."""
     from scipy import ndimage
 
-    names = [m for m in ORDER if m in images] + [m for m in images if m not in ORDER]
+    names = ordered_modalities(images)
     side, gap, left, top = 2 * HALF * zoom, 2, 44, 16
     width, height = left + 3 * (side + gap), top + len(names) * (side + gap)
     mosaic = np.zeros((height, width, 3), np.uint8)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from rimnet.data.anatomy import to_rimnet_codes
 from rimnet.data.cache import ordered_map
 from rimnet.data.cohort import check_patient_id
+from rimnet.data.contract import MODALITIES
 from rimnet.errors import ConfigError
 from rimnet.figures.slices import checkerboard
 from rimnet.io import (
@@ -162,7 +163,7 @@ def prepare_session(
             report = _process(ses, site, tmp, cfg, bids)
             (tmp / "prepare.json").write_text(json.dumps({"fingerprint": key, "report": report}))
     row = {"patient_id": pid, "site": site, "scanner": ""}
-    for name in ("phase", "t2star", "flair", *MASK_ROLES, "anatomy"):
+    for name in (*MODALITIES, *MASK_ROLES, "anatomy"):
         if (out / output_path(ses, name)).exists():
             row[name] = output_path(ses, name).as_posix()
     return row, report

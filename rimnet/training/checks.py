@@ -9,7 +9,7 @@ import logging
 
 from omegaconf import DictConfig
 
-from rimnet.data.contract import MODALITIES
+from rimnet.data.contract import modality_problem
 from rimnet.errors import ConfigError
 
 
@@ -22,9 +22,7 @@ def check_config(cfg: DictConfig) -> None:
     the key, the value and what is allowed (types and ranges; the folds by
     :func:`check_fold_config`)."""
     problems = []
-    mods = list(cfg.modalities)
-    if not mods or len(set(mods)) != len(mods) or set(mods) - set(MODALITIES):
-        problems.append(f"modalities={mods} must be different names of {list(MODALITIES)}")
+    problems += modality_problems(list(cfg.modalities), list(cfg.data.preprocess.modalities))
     net = cfg.model.get("net") or {}
     widths, fc = list(net.get("widths", [1, 1, 1])), list(net.get("fc", []))
     if len(widths) != 3 or not all(_is_int(w) and w >= 1 for w in widths):
@@ -84,6 +82,30 @@ PRECISIONS = {
     *("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true"),
     *("16-mixed", "bf16-mixed", "transformer-engine", "transformer-engine-float16"),
 }
+
+
+def modality_problems(modalities: list, stored: list) -> list[str]:
+    """What is wrong with the modalities a run trains on, given those its cache stores.
+
+    Example:
+        >>> modality_problems(["qsm", "flair"], ["phase", "t2star", "flair"])[0][:41]
+        'modalities=[qsm, flair]: qsm is not among'
+    """
+    shown = f"[{', '.join(map(str, modalities))}]"
+    if not modalities or len(set(modalities)) != len(modalities):
+        return [f"modalities={shown} must name one or more different image columns"]
+    bad = [p for p in map(modality_problem, modalities) if p]
+    if bad:
+        return [f"modalities={shown}: {'; '.join(bad)}"]
+    absent = [m for m in modalities if m not in stored]
+    if absent:
+        return [
+            f"modalities={shown}: {', '.join(absent)} is not among the cached channels "
+            f"data.preprocess.modalities=[{', '.join(stored)}] (add it there, e.g. "
+            f"data.preprocess.modalities=[{', '.join([*stored, *absent])}]; each is an image "
+            "column of cohort.csv)"
+        ]
+    return []
 
 
 def trainer_problems(trainer: DictConfig) -> list[str]:

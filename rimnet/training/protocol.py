@@ -55,6 +55,7 @@ NOT_RESULT = {
     "logger": None,
     "run": None,
     "force": None,
+    "study": None,  # how the evaluation groups the configuration
     "ckpt_path": None,
     "protocol": None,
     "test": None,
