@@ -331,8 +331,8 @@ def _run(args: argparse.Namespace) -> int:
     missing = [m for m in needed if m not in images]
     if missing:
         raise CohortError(
-            f"patient {pid}: the bundle {bundle_name} needs the images {needed}; give "
-            + " ".join(f"--image {m}=<file>" for m in missing)
+            f"patient {pid}: the bundle {bundle_name} needs the images {needed}; missing "
+            f"{', '.join(missing)}: give " + " ".join(f"--image {m}=<file>" for m in missing)
         )
     unused = [m for m in images if m not in needed and m != "flair"]
     if unused:

@@ -478,7 +478,7 @@ CASES: dict[str, tuple[str, Callable[[World], list[str]], list[str]]] = {
     "unknown modality": (
         "train",
         lambda w: ["modalities=[phase,swi]", "logger=csv"],
-        ["modalities=['phase', 'swi']", "different names of"],
+        ["modalities=[phase, swi]", "swi is not among the cached channels"],
     ),
     "batch size 0": (
         "train",
@@ -623,7 +623,7 @@ CASES: dict[str, tuple[str, Callable[[World], list[str]], list[str]]] = {
     "image the bundle needs is missing": (
         "predict",
         lambda w: _predict(w)[:4] + _predict(w)[6:],
-        ["flair", "missing"],
+        ["missing flair", "--image flair=<file>"],
     ),
     "point outside the image": (
         "predict",

@@ -83,7 +83,8 @@ def test_a_modality_the_project_has_never_seen(smoke_csv, tmp_path, monkeypatch,
     argv = ["--bundle", str(tmp_path / "qsm.pt"), "--id", "p1", "--device", "cpu"]
     argv += ["--lesion-mask", patient.lesion_mask, "--flair", patient.flair]
     assert run_entry("predict", [*argv, "--out", str(tmp_path / "none")]) == 2
-    assert "needs the images ['qsm', 'flair']; give --image qsm=<file>" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "needs the images ['qsm', 'flair']; missing qsm: give --image qsm=<file>" in err
     assert not (tmp_path / "none").exists()
     out = tmp_path / "pred"
     assert run_entry("predict", [*argv, "--image", f"qsm={patient.qsm}", "--out", str(out)]) == 0

@@ -94,6 +94,7 @@ def test_tab_completion_of_stages_groups_and_keys(tmp_path):
     assert answers["rimnet train experiment=phase_"].split() == [
         "experiment=phase_flair",
         "experiment=phase_t2star",
+        "experiment=phase_t2star_flair",
     ]
     assert answers["rimnet evaluate sweep"] == "sweep_dir="
     helped = rimnet("train", "--hydra-help", cwd=tmp_path)
