@@ -2,8 +2,9 @@
 
 On first use the configured synthetic cohort is generated and preprocessed (cached afterwards).
 The run trains on the outer training set of ``fold`` minus inner fold ``inner_fold`` (validation),
-then tests the best checkpoint on the outer test fold and writes ``predictions.csv``. Run with
-``--help`` to see the config groups; docs/cli.md lists common overrides.
+then tests the best checkpoint on the outer test fold and writes ``predictions.csv``
+(``inner_fold=null``: the whole outer training set with ``schedule.fixed_epochs``, last weights).
+Run with ``--help`` to see the config groups; docs/cli.md lists common overrides.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from rimnet.training.checks import check_config
 
     check_config(cfg)
-    from rimnet.training.engine import RunSpec, write_predictions
+    from rimnet.training.engine import write_predictions
     from rimnet.training.run import check_resume, claim_run_folder, external_ids, prepare_data
 
     check_resume(cfg)
@@ -49,8 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     test_sets = {"predictions": splits["outer"][cfg.fold]["test"]} if cfg.test else {}
     if cfg.test and external_ids(cfg, cache):
         test_sets["external_predictions"] = external_ids(cfg, cache)
-    inner = splits["inner"][cfg.fold][cfg.inner_fold]
-    spec = RunSpec(cfg, inner["train"], inner["val"], test_sets, resume=cfg.ckpt_path)
+    spec = single_spec(cfg, splits, test_sets)
     result = hydra.utils.instantiate(cfg.engine).run([spec], cache)[0]
     for name, table in result.predictions.items():
         write_predictions(out / f"{name}.csv", table)
@@ -63,6 +63,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
     log.info(f"run folder: {out}")
     return result.metrics
+
+
+def single_spec(cfg: DictConfig, splits: dict, test_sets: dict):  # noqa: ANN201 (RunSpec: torch)
+    """The run of ``protocol=single``: the outer training set less inner fold ``inner_fold``, the
+    best checkpoint tested; with ``inner_fold=null`` the whole outer training set, trained like a
+    nested job's final run (fixed schedule, no validation) and its last weights tested."""
+    from rimnet.training.engine import RunSpec
+    from rimnet.training.run import stage_config
+
+    if cfg.inner_fold is None:
+        run_cfg = stage_config(cfg, "final", "single-all", cfg.run.dir)
+        train_ids = splits["outer"][cfg.fold]["train"]
+        return RunSpec(run_cfg, train_ids, [], test_sets, resume=cfg.ckpt_path, test_weights=None)
+    inner = splits["inner"][cfg.fold][cfg.inner_fold]
+    return RunSpec(cfg, inner["train"], inner["val"], test_sets, resume=cfg.ckpt_path)
 
 
 def protocol(cfg: DictConfig) -> str:

@@ -500,6 +500,11 @@ CASES: dict[str, tuple[str, Callable[[World], list[str]], list[str]]] = {
         lambda w: ["inner_fold=3", "logger=csv"],
         ["inner_fold=3", "0 to 2"],
     ),
+    "no inner fold without a fixed schedule": (
+        "train",
+        lambda w: ["inner_fold=null", "logger=csv"],
+        ["inner_fold=null", "schedule.fixed_epochs"],
+    ),
     "resume from a missing checkpoint": (
         "train",
         lambda w: ["ckpt_path=/nonexistent/last.ckpt", "logger=csv"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from rimnet.data.augment import (
     torchio_variant,
 )
 from rimnet.data.datamodule import PatchDataModule
-from rimnet.models import RimNet
+from rimnet.models import DenseNet3D, RimNet
 from rimnet.train import train
 from rimnet.training.schedule import Staircase
 
@@ -268,6 +270,30 @@ def test_fixed_schedule_drives_the_optimiser(root, tmp_path):
     assert lrs == pytest.approx([first, second, second])  # three epochs, then the schedule ends
 
 
+def test_no_inner_fold_trains_on_the_whole_outer_training_set(root, tmp_path, caplog):
+    """``inner_fold=null``: every outer training patient, the fixed schedule, the last weights."""
+    cfg = compose_train(
+        ["+experiment=flair", "data=smoke", "logger=csv", "inner_fold=null",
+         "schedule.fixed_epochs=[1,1,0,0]", "+trainer.limit_train_batches=1"],
+        root,
+        tmp_path,
+    )  # fmt: skip
+    caplog.set_level(logging.INFO, logger="rimnet")
+    assert "test/auroc" in train(cfg)
+    assert "single-all: " in caplog.text and " 0 validation lesions" in caplog.text
+    outer = json.loads(Path(cfg.data.splits_file).read_text())["outer"][0]
+    lrs = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["lr"])
+    assert lrs.groupby("epoch").lr.first().tolist() == pytest.approx(cfg.schedule.rates[:2])
+    assert sorted((tmp_path / "checkpoints").glob("*.ckpt")) == [
+        tmp_path / "checkpoints" / "final.ckpt",
+        tmp_path / "checkpoints" / "last.ckpt",
+    ]
+    ckpt = torch.load(tmp_path / "checkpoints" / "final.ckpt", weights_only=True)
+    assert ckpt["rimnet"]["stage"] == "single-all"
+    preds = pd.read_csv(tmp_path / "predictions.csv")
+    assert set(preds.patient_id) == set(outer["test"])
+
+
 def test_variants_do_not_repeat_before_108_epochs():
     s = VariantSchedule(n_items=50, seed=3)
     seen = np.stack([s.variants(np.arange(50), e) for e in range(N_VARIANTS)], axis=1)
@@ -381,6 +407,28 @@ def test_datamodule_paths_agree_and_eval_is_not_augmented(smoke_cache):
     assert set(dm.table("train").patient_id) <= set(pats[:2])
     with pytest.raises(ValueError, match="not in the cache"):
         PatchDataModule(smoke_cache, ["phase"], train_ids=["nobody"])
+
+
+def test_no_training_epoch_ends_in_a_batch_of_one_patch(smoke_cache):
+    """Batch norm cannot normalise one value: the DenseNet baseline (1³ last maps) trains on a
+    set one patch longer than whole batches, each epoch leaving a different patch for later."""
+    pats = smoke_cache.patients.patient_id.tolist()
+    dm = PatchDataModule(smoke_cache, ["phase", "flair"], train_ids=pats[:3], val_ids=pats[3:4])
+    n = len(dm.rows["train"])
+    dm = PatchDataModule(
+        smoke_cache, ["phase", "flair"], train_ids=pats[:3], val_ids=pats[3:4], batch_size=n - 1
+    )
+    net = DenseNet3D(2, init_features=4, growth_rate=4, block_config=(1, 1, 1)).train()
+    left_out = set()
+    for epoch in (0, 1, 2):
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        batches = [dm.on_after_batch_transfer(b, 0) for b in loader]
+        assert [len(y) for _, y, _ in batches] == [n - 1]
+        net(batches[0][0]).sum().backward()
+        left_out |= set(range(n)) - set(batches[0][2].tolist())
+    assert len(left_out) > 1
+    assert sum(len(b[1]) for b in dm.val_dataloader()) == len(dm.rows["val"])  # all evaluated
 
 
 def test_resume_continues_the_epoch_count(root, tmp_path):

@@ -1,6 +1,7 @@
 """Recipe ablations through the real ``rimnet train``: for each variant, seed and configuration,
 one run per outer fold (``protocol=single``: trained on the outer training set less inner fold 0,
-which selects the checkpoint; tested on the outer fold), pooled over the folds.
+which selects the checkpoint, or on all of it with ``inner_fold=null``; tested on the outer fold),
+pooled over the folds.
 
     python experiments/fusion/ablate.py --out /tmp/ablate --seeds 1 2 3 \\
         --experiments phase flair phase_flair --variants paper lr1e-3
@@ -54,6 +55,15 @@ VARIANTS = {
         ROTATE,
         "data.preprocess.elastic_copies=3",
         "trainer.max_epochs=6",
+    ],
+    # the same on the whole outer training set (no inner fold held out), 6 epochs at 1e-3, the
+    # last weights tested: what a nested job's final run does
+    "lr1e-3-rotate-elastic3-e6-all": [
+        *FAST,
+        ROTATE,
+        "data.preprocess.elastic_copies=3",
+        "inner_fold=null",
+        "schedule.fixed_epochs=[6,0,0,0]",
     ],
     # no offline rim+ copies (each rim+ lesion seen once per epoch), classes weighted instead
     "lr1e-3-rotate-e10-orig": [

@@ -34,11 +34,18 @@ class EpochSampler(Sampler):
     order).
 
     Lightning calls :meth:`set_epoch` before every epoch, so the dataset knows which online variant
-    to draw even inside DataLoader workers.
+    to draw even inside DataLoader workers. With ``batch_size`` (training), an epoch never ends in a
+    batch of one patch: batch norm cannot normalise a single value (a network whose last maps are
+    1³, such as the DenseNet baseline, fails on it), so that epoch's last item waits for the next.
+
+    Example:
+        >>> len(EpochSampler(65, shuffle=True, batch_size=32))
+        64
     """
 
-    def __init__(self, n: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(self, n: int, shuffle: bool, seed: int = 0, batch_size: int | None = None) -> None:
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.length = n - 1 if batch_size and n > 1 and n % batch_size == 1 else n
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -49,10 +56,10 @@ class EpochSampler(Sampler):
             if self.shuffle
             else np.arange(self.n)
         )
-        return ((int(i), self.epoch) for i in order)
+        return ((int(i), self.epoch) for i in order[: self.length])
 
     def __len__(self) -> int:
-        return self.n
+        return self.length
 
 
 class PatchSet(Dataset):
@@ -206,7 +213,8 @@ class PatchDataModule(pl.LightningDataModule):
             mode,
             self.schedule if train else None,
         )
-        sampler = EpochSampler(len(ds), shuffle=train, seed=self.seed)
+        batch = self.batch_size if train else None
+        sampler = EpochSampler(len(ds), shuffle=train, seed=self.seed, batch_size=batch)
         return DataLoader(
             ds,
             batch_size=self.batch_size,

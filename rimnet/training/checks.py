@@ -152,8 +152,16 @@ def trainer_problems(trainer: DictConfig) -> list[str]:
 
 
 def check_fold_config(cfg: DictConfig) -> None:
-    """``fold`` and ``inner_fold`` must name existing folds (a clear error, not an IndexError)."""
-    checks = (("fold", "outer_folds"), ("inner_fold", "inner_folds"))
+    """``fold`` and ``inner_fold`` must name existing folds (a clear error, not an IndexError);
+    ``inner_fold=null`` (no validation set) needs a fixed schedule."""
+    checks = [("fold", "outer_folds"), ("inner_fold", "inner_folds")]
+    if cfg.inner_fold is None:
+        if cfg.schedule.get("fixed_epochs") is None:
+            raise ConfigError(
+                "inner_fold=null trains on the whole outer training set with no validation set "
+                "to decay the rate on: give a fixed schedule, e.g. schedule.fixed_epochs=[6,0,0,0]"
+            )
+        checks.pop()
     for key, folds_key in checks:
         value, n = cfg[key], cfg.data[folds_key]
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:

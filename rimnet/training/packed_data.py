@@ -97,7 +97,7 @@ class _Steps(IterableDataset):
     def __len__(self) -> int:
         b = self.data.batch
         return max(
-            (math.ceil(len(p) / b) for p, m in zip(self.data.positions, self.data.members)),
+            (math.ceil(len(m.dm.train_dataloader().sampler) / b) for m in self.data.members),
             default=0,
         )
 
