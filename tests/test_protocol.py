@@ -4,6 +4,7 @@ and the inter-center ensemble."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -344,3 +345,24 @@ def test_a_sweep_over_seeds_keeps_each_seed_apart(tmp_path):
         ["phase", "3", 2, "done"],
     ]
     assert table.test_auroc.tolist() == [1.0, 1.0]
+
+
+def test_a_failed_sweep_job_is_named_when_it_fails(caplog):
+    """Hydra runs a sweep's other jobs after a failure and raises it only at the end; the sweep
+    callback logs the failed job and its traceback at once."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from rimnet.training.sweep_summary import SweepSummary
+
+    try:
+        raise ValueError("Expected more than 1 value per channel when training")
+    except ValueError as exc:
+        failed = JobReturn(status=JobStatus.FAILED, _return_value=exc)
+    cfg = OmegaConf.create({"experiment_name": "densenet_phase_flair", "fold": 1})
+    with caplog.at_level(logging.INFO, logger="rimnet"):
+        SweepSummary().on_job_end(cfg, failed)
+        SweepSummary().on_job_end(cfg, JobReturn(status=JobStatus.COMPLETED, _return_value=0.9))
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert "job densenet_phase_flair fold 1 failed" in caplog.text
+    assert "ValueError: Expected more than 1 value" in caplog.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,20 @@ except ImportError:  # pragma: no cover (hydra-core is a dependency)
 
 
 class SweepSummary(Callback):
-    """Hydra callback: :func:`write_sweep_summary` when a multirun ends."""
+    """Hydra callback: a failed job named when it fails (Hydra runs the sweep's other jobs and
+    raises the first failure only at its end), and :func:`write_sweep_summary` when a multirun
+    ends."""
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        if job_return.status == JobStatus.FAILED:
+            error = job_return._return_value  # the exception (``return_value`` would raise it)
+            trace = "".join(traceback.format_exception(error))
+            log.error(
+                f"job {config.experiment_name} fold {config.fold} failed; the sweep goes on and "
+                f"reports the failure when it ends:\n{trace}"
+            )
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         write_sweep_summary(config.hydra.sweep.dir)
