@@ -45,12 +45,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     check_resume(cfg)
     out = claim_run_folder(cfg.run.dir)
-    OmegaConf.save(cfg, out / "resolved_config.yaml", resolve=True)
     cache, splits = prepare_data(cfg)
     test_sets = {"predictions": splits["outer"][cfg.fold]["test"]} if cfg.test else {}
     if cfg.test and external_ids(cfg, cache):
         test_sets["external_predictions"] = external_ids(cfg, cache)
     spec = single_spec(cfg, splits, test_sets)
+    OmegaConf.save(spec.cfg, out / "resolved_config.yaml", resolve=True)  # the run as trained
     result = hydra.utils.instantiate(cfg.engine).run([spec], cache)[0]
     for name, table in result.predictions.items():
         write_predictions(out / f"{name}.csv", table)

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import compose_train, read_offline_wandb
+from omegaconf import OmegaConf
 
 from rimnet.config import cv_experiments, experiment_configs
 from rimnet.data.augment import (
@@ -290,6 +291,8 @@ def test_no_inner_fold_trains_on_the_whole_outer_training_set(root, tmp_path, ca
     ]
     ckpt = torch.load(tmp_path / "checkpoints" / "final.ckpt", weights_only=True)
     assert ckpt["rimnet"]["stage"] == "single-all"
+    saved = OmegaConf.load(tmp_path / "resolved_config.yaml")
+    assert saved.run.stage == "single-all" and saved.trainer.limit_val_batches == 0
     preds = pd.read_csv(tmp_path / "predictions.csv")
     assert set(preds.patient_id) == set(outer["test"])
 
