@@ -412,6 +412,24 @@ def test_datamodule_paths_agree_and_eval_is_not_augmented(smoke_cache):
         PatchDataModule(smoke_cache, ["phase"], train_ids=["nobody"])
 
 
+def test_offline_rotations_off_keeps_each_lesion_once_with_its_elastic_copies(smoke_cache):
+    """``offline_rotations=False``: the rim+ rotations (x10) leave the training set, the elastic
+    copies of every original patch stay; ``include_offline=False`` keeps the originals only."""
+    pats = smoke_cache.patients.patient_id.tolist()
+    tables = {
+        kw: PatchDataModule(smoke_cache, ["phase"], train_ids=pats, **dict(kw)).table("train")
+        for kw in ((), (("offline_rotations", False),), (("include_offline", False),))
+    }
+    every, no_rot, orig = tables.values()
+    assert every.augmentation.str.startswith("rot_").any() and (every.label == 1).any()
+    assert not no_rot.augmentation.str.startswith("rot_").any()
+    assert set(no_rot.augmentation) == {"none", "elastic1"}
+    copies = no_rot.groupby("source_lesion_id").size()
+    assert set(copies) == {2}  # each labelled lesion: the original and one elastic copy
+    assert set(orig.augmentation) == {"none"} and len(orig) == len(copies)
+    assert len(every) > len(no_rot) > len(orig)
+
+
 def test_no_training_epoch_ends_in_a_batch_of_one_patch(smoke_cache):
     """Batch norm cannot normalise one value: the DenseNet baseline (1³ last maps) trains on a
     set one patch longer than whole batches, each epoch leaving a different patch for later."""

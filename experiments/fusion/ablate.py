@@ -65,6 +65,27 @@ VARIANTS = {
         "inner_fold=null",
         "schedule.fixed_epochs=[6,0,0,0]",
     ],
+    # the same without the offline rim+ rotations (x10 copies of each rim+ lesion, which the
+    # online rotations make redundant as views): elastic copies kept, classes weighted instead
+    "lr1e-3-rotate-elastic3-e6-all-norot": [
+        *FAST,
+        ROTATE,
+        "data.preprocess.elastic_copies=3",
+        "inner_fold=null",
+        "schedule.fixed_epochs=[6,0,0,0]",
+        "data.loader.offline_rotations=false",
+        "class_weights=balanced",
+    ],
+    # the same at 12 epochs: about as many optimiser steps as with the copies at 6
+    "lr1e-3-rotate-elastic3-e12-all-norot": [
+        *FAST,
+        ROTATE,
+        "data.preprocess.elastic_copies=3",
+        "inner_fold=null",
+        "schedule.fixed_epochs=[12,0,0,0]",
+        "data.loader.offline_rotations=false",
+        "class_weights=balanced",
+    ],
     # no offline rim+ copies (each rim+ lesion seen once per epoch), classes weighted instead
     "lr1e-3-rotate-e10-orig": [
         *RECIPE,

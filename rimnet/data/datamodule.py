@@ -121,6 +121,9 @@ class PatchDataModule(pl.LightningDataModule):
         batch_size: 32 in the paper.
         augment: ``batched`` | ``torchio`` | ``none`` (training only; val/test are never augmented).
         include_offline: train on the offline-augmented copies too (rotations, elastic).
+        offline_rotations: with ``include_offline``, train on the rim+ rotations of the offline
+            augmentation (and their elastic copies) too; ``False`` keeps the elastic copies of
+            the original patches only, so each lesion counts alike (weight the classes instead).
         rotate: also turn every training patch by a random rotation of the cube (see
             :mod:`rimnet.data.augment`), so that orientation carries no label.
         modality_dropout: share of training patches with one modality, drawn at random, blanked
@@ -142,6 +145,7 @@ class PatchDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         augment: str = "batched",
         include_offline: bool = True,
+        offline_rotations: bool = True,
         rotate: bool = False,
         modality_dropout: float = 0.0,
         num_workers: int = 0,
@@ -172,9 +176,13 @@ class PatchDataModule(pl.LightningDataModule):
                 )
         ok = usable(les)
         original = les["augmentation"] == "none"
-        train_mask = (
-            ok & les["patient_id"].isin(list(train_ids)) & (True if include_offline else original)
-        )
+        if not include_offline:
+            kept = original
+        elif offline_rotations:
+            kept = pd.Series(True, index=les.index)
+        else:
+            kept = ~les["augmentation"].str.startswith("rot_")
+        train_mask = ok & les["patient_id"].isin(list(train_ids)) & kept
         self.rows = {
             "train": np.flatnonzero(train_mask.to_numpy()),
             "val": np.flatnonzero(
