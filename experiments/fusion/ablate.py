@@ -65,6 +65,25 @@ VARIANTS = {
         "inner_fold=null",
         "schedule.fixed_epochs=[6,0,0,0]",
     ],
+    # the same 6 epochs down the staircase (3 at 1e-3, then one at each lower rate): the last
+    # weights come from a low rate instead of the first
+    "lr1e-3-rotate-elastic3-e6-all-anneal": [
+        *FAST,
+        ROTATE,
+        "data.preprocess.elastic_copies=3",
+        "inner_fold=null",
+        "schedule.fixed_epochs=[3,1,1,1]",
+    ],
+    # the same on the folds of scikit-learn's GroupKFold(4) over patients (as the independent
+    # checks had them); write them first with groupkfold_splits.py
+    "lr1e-3-rotate-elastic3-e6-all-groupkfold": [
+        *FAST,
+        ROTATE,
+        "data.preprocess.elastic_copies=3",
+        "inner_fold=null",
+        "schedule.fixed_epochs=[6,0,0,0]",
+        "data.splits_file=${paths.data_dir}/splits/default-groupkfold.json",
+    ],
     # the same without the offline rim+ rotations (x10 copies of each rim+ lesion, which the
     # online rotations make redundant as views): elastic copies kept, classes weighted instead
     "lr1e-3-rotate-elastic3-e6-all-norot": [
