@@ -253,15 +253,24 @@ def test_killed_job_resumes_from_its_checkpoints(root):
 
 
 def test_inter_center_ensemble_end_to_end(root):
-    _sweep(
+    """Also: nested jobs given their schedule run no inner runs, only the final run."""
+    out = _sweep(
         root,
         "+experiment=ics_phase_flair",
         "fold=0,1,2",
         "data.outer_folds=3",
         "data.inner_folds=2",
+        "schedule.fixed_epochs=[1,1,0,0]",
         *TINY,
     )
     exp = root / "outputs" / "sweeps" / "smoke" / "ics_phase_flair"
+    for k in range(3):
+        job = json.loads((exp / f"fold{k}" / "job.json").read_text())
+        assert job["inner_schedules"] == [] and job["fixed_schedule"] == [1, 1, 0, 0]
+        assert not list((exp / f"fold{k}").glob("inner*"))
+        metrics = pd.read_csv(next((exp / f"fold{k}" / "final").rglob("metrics.csv")))
+        np.testing.assert_allclose(metrics.lr.dropna(), [1e-3, 5e-4])  # an epoch per given rate
+    assert "given -> fixed schedule [1, 1, 0, 0]" in out.stdout + out.stderr
     ens = pd.read_csv(exp / "ensemble" / "predictions.csv")
     assert set(ens.site) == {"lausanne"} and set(ens.fold) == {"ensemble"}
     cache_dir = root / "data" / "cache" / "smoke"

@@ -3,7 +3,8 @@
 1. Three inner runs (inner folds of the outer training set) train with the plateau staircase; each
    records the epochs it spent at every learning rate.
 2. The inner schedules are aggregated into one fixed schedule: the mean epochs per rate, rounded
-   to the nearest integer (at least one epoch in total).
+   to the nearest integer (at least one epoch in total). A job given ``schedule.fixed_epochs``
+   has its schedule already and runs no inner runs (a cheaper budget: the final runs only).
 3. The final model trains on the whole outer training set with that fixed schedule (no validation
    set is held out) and predicts the outer test fold on original patches only.
 
@@ -101,7 +102,16 @@ def _finished_schedule(run_dir: Path, job_hash: str) -> list[int] | None:
     return None
 
 
+def job_schedule(cfg: DictConfig, inner_schedules: list[list[int]]) -> list[int]:
+    """The final run's schedule: ``schedule.fixed_epochs`` if the config gives one, else the
+    inner runs' schedules aggregated (:func:`aggregate_schedules`)."""
+    given = cfg.schedule.get("fixed_epochs")
+    return [int(e) for e in given] if given is not None else aggregate_schedules(inner_schedules)
+
+
 def _inner_specs(cfg: DictConfig, splits: dict, out: Path) -> list[RunSpec]:
+    if cfg.schedule.get("fixed_epochs") is not None:
+        return []  # the schedule is given: no inner runs to choose it
     specs = []
     for j, ids in enumerate(splits["inner"][cfg.fold]):
         if not ids["train"] or not ids["val"]:
@@ -225,10 +235,11 @@ def _train_jobs(jobs: dict[int, _Job]) -> dict[int, dict]:
 
 def _final_spec(job: _Job, cache, splits: dict, inner_schedules: list[list[int]]) -> RunSpec:  # noqa: ANN001
     cfg = job.cfg
-    fixed = aggregate_schedules(inner_schedules)
+    fixed = job_schedule(cfg, inner_schedules)
+    source = f"inner schedules {inner_schedules}" if inner_schedules else "given"
     log.info(
-        f"{cfg.experiment_name} fold {cfg.fold}: inner schedules {inner_schedules} -> fixed "
-        f"schedule {fixed} (epochs per rate)"
+        f"{cfg.experiment_name} fold {cfg.fold}: {source} -> fixed schedule {fixed} "
+        "(epochs per rate)"
     )
     outer = splits["outer"][cfg.fold]
     test_sets = {"predictions": outer["test"]}
@@ -252,7 +263,7 @@ def _finish_job(job: _Job, inner_schedules: list[list[int]], result) -> dict:  #
     cfg, out = job.cfg, job.out
     for name, table in result.predictions.items():
         write_predictions(out / f"{name}.csv", table)
-    fixed = aggregate_schedules(inner_schedules)
+    fixed = job_schedule(cfg, inner_schedules)
     n_test = len(result.predictions["predictions"])
     record = {
         "fingerprint": job.job_hash,
