@@ -59,7 +59,8 @@ def register_resolvers() -> None:
     ``wandb_offline``, ``wandb_setting``, ``wandb_dir``, ``seed_folder``,
     ``builtin_modalities``)."""
     resolvers = {
-        "builtin_modalities": lambda: list(MODALITIES),
+        # a ListConfig, not a list: `--cfg job --resolve` resolves in place, which takes no list
+        "builtin_modalities": lambda: OmegaConf.create(list(MODALITIES)),
         "len": lambda x: len(x),
         "sum": lambda x: int(sum(x or [])),
         "abspath": lambda p: os.path.abspath(str(p)),

@@ -30,6 +30,7 @@ from rimnet.data.augment import (
     split_extras,
     torchio_variant,
 )
+from rimnet.data.contract import MODALITIES
 from rimnet.data.datamodule import PatchDataModule
 from rimnet.models import DenseNet3D, RimNet
 from rimnet.train import train
@@ -60,6 +61,9 @@ def test_experiment_configs_compose_and_instantiate(experiment, root, tmp_path):
     assert cfg.modalities[0] == experiment.split("_")[0]
     assert module(torch.zeros(2, len(cfg.modalities), 28, 28, 28)).shape == (2, 2)
     assert module.configure_optimizers().param_groups[0]["lr"] == cfg.schedule.rates[0]
+    resolved = cfg.copy()
+    OmegaConf.resolve(resolved)  # in place, as `rimnet train --cfg job --resolve` prints it
+    assert list(resolved.data.preprocess.modalities) == list(MODALITIES)
     assert EXPERIMENTS == {
         n: len(experiment_configs()[n].modalities) for n in cv_experiments()
     }  # read from conf/
