@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-# The recorded CPU budget of experiments/table3 (3 epochs, widths 8/16/32, no elastic copies).
+# The CPU budget of experiments/table3-paper-recipe (3 epochs, widths 8/16/32, no elastic copies).
 BUDGET = ["data=default", "logger=csv", "data.preprocess.elastic_copies=0", "trainer.max_epochs=3"]
 # Every variant names its rates and rotations, so it does not move when the defaults do.
 PAPER = ["schedule.rates=[1.0e-4,5.0e-5,2.5e-5,1.0e-5]", "data.loader.rotate=false"]
