@@ -65,6 +65,31 @@ VARIANTS = {
         "inner_fold=null",
         "schedule.fixed_epochs=[6,0,0,0]",
     ],
+    # the same at widths 16/32/64, and with the modalities meeting early only or late only
+    "lr1e-3-rotate-elastic3-e6-all-w16": [
+        *FAST,
+        ROTATE,
+        "data.preprocess.elastic_copies=3",
+        "inner_fold=null",
+        "schedule.fixed_epochs=[6,0,0,0]",
+        "model.net.widths=[16,32,64]",
+    ],
+    "lr1e-3-rotate-elastic3-e6-all-early": [
+        *FAST,
+        ROTATE,
+        "data.preprocess.elastic_copies=3",
+        "inner_fold=null",
+        "schedule.fixed_epochs=[6,0,0,0]",
+        "model.net.fusion=early",
+    ],
+    "lr1e-3-rotate-elastic3-e6-all-late": [
+        *FAST,
+        ROTATE,
+        "data.preprocess.elastic_copies=3",
+        "inner_fold=null",
+        "schedule.fixed_epochs=[6,0,0,0]",
+        "model.net.fusion=late",
+    ],
     # the same 6 epochs down the staircase (3 at 1e-3, then one at each lower rate): the last
     # weights come from a low rate instead of the first
     "lr1e-3-rotate-elastic3-e6-all-anneal": [
