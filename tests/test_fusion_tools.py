@@ -43,3 +43,18 @@ def test_radial_profile_does_not_change_when_the_patch_is_turned():
     core = script.radial_profile(bright_core, shells)
     assert (core[:, 0] > profile[:, 0] + 1).all()  # the innermost shell's mean sees it
     np.testing.assert_allclose(core[:, -2:], profile[:, -2:])  # the outermost shell does not
+
+
+def test_per_patient_zscore_removes_what_a_patient_adds_to_every_lesion():
+    script = _script("radial_probe")
+    rng = np.random.default_rng(2)
+    patient = np.repeat([0, 1, 2], 20)
+    feats = rng.normal(size=(60, 4))
+    shifted = (
+        feats * np.array([1.0, 3.0, 0.5])[patient, None] + np.array([0.0, 5.0, -2.0])[patient, None]
+    )
+    z = script.per_patient_zscore(shifted, patient)
+    np.testing.assert_allclose(z, script.per_patient_zscore(feats, patient), atol=1e-5)
+    for p in range(3):
+        np.testing.assert_allclose(z[patient == p].mean(0), 0.0, atol=1e-9)
+        np.testing.assert_allclose(z[patient == p].std(0), 1.0, atol=1e-5)

@@ -6,9 +6,12 @@ logistic regression is trained on each outer fold's training patients (original 
 same splits file as every ``rimnet train`` run) and tested on its test patients; the script prints
 the AUC of each fold, their mean and the AUC pooled over the 4 folds, per set of modalities.
 ``--splits`` takes another splits file, e.g. one from ``groupkfold_splits.py``: the same probe on
-another assignment of patients to folds.
+another assignment of patients to folds. ``--per-patient`` z-scores each profile feature over each
+patient's lesions before the probe: whether what varies between patients (site gain, bias field)
+hides what the absolute intensities tell.
 
-    RIMNET_ROOT=/tmp/diag python experiments/fusion/radial_probe.py [--splits <file>]
+    RIMNET_ROOT=/tmp/diag python experiments/fusion/radial_probe.py \\
+        [--splits <file>] [--per-patient]
 
 Needs the ``default`` cache and splits (any ``rimnet train data=default`` run makes them).
 """
@@ -53,6 +56,21 @@ def radial_profile(patches: np.ndarray, shells: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+def per_patient_zscore(feats: np.ndarray, patient: np.ndarray) -> np.ndarray:
+    """(N, F) features → each column centred and scaled over each patient's rows.
+
+    Example:
+        >>> z = per_patient_zscore(np.array([[1.0], [3.0], [10.0], [30.0]]), np.array([0, 0, 1, 1]))
+        >>> z.ravel().round(3).tolist()
+        [-1.0, 1.0, -1.0, 1.0]
+    """
+    out = np.empty_like(feats, dtype=np.float64)
+    for p in np.unique(patient):
+        rows = patient == p
+        out[rows] = (feats[rows] - feats[rows].mean(0)) / (feats[rows].std(0) + 1e-6)
+    return out
+
+
 def probe(feats: np.ndarray, label: np.ndarray, fold: np.ndarray) -> np.ndarray:
     """Out-of-fold probabilities: one logistic regression per outer fold, trained on the rest."""
     prob = np.zeros(len(label))
@@ -68,6 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     root = Path(os.environ.get("RIMNET_ROOT", ".")) / "data"
     ap.add_argument("--splits", type=Path, default=root / "splits" / "default.json")
+    ap.add_argument("--per-patient", action="store_true", help="z-score features per patient")
     args = ap.parse_args()
     cache = load_cache(root / "cache" / "default")
     splits = json.loads(args.splits.read_text())
@@ -84,6 +103,8 @@ def main() -> None:
         patches = np.stack([center_crop(np.asarray(cache.patches[r][c], np.float32)[None], size)[0]
                             for r in rows])  # fmt: skip
         profiles[name] = radial_profile(patches, shells)
+        if args.per_patient:
+            profiles[name] = per_patient_zscore(profiles[name], les["patient_id"].to_numpy()[rows])
     print(f"{len(rows)} lesions, {label.sum()} rim+, {shells.max() + 1} shells of 2 voxels")
     table = []
     for mods in [s for s in SETS if set(s) <= set(names)]:
