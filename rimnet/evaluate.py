@@ -26,8 +26,10 @@ def hydra_main(cfg: DictConfig) -> None:
             )
         print(f"report written to {cfg.out_dir}: {', '.join(summary['files'])}")
         for exp, a in summary["auc"].items():
+            ens = a["ensemble_pooled"]
             print(f"  {exp:14s} pooled AUC {a['pooled_mean']:.3f} ± {a['pooled_sd']:.3f} over "
-                  f"seeds {summary['seeds']}")  # fmt: skip
+                  f"seeds {summary['seeds']}"
+                  + ("" if ens is None else f"; their ensemble {ens:.3f}"))  # fmt: skip
         return
     with protected([cfg.sweep_dir]):
         summary = write_report(

@@ -403,6 +403,12 @@ def test_paper_figures_show_the_data_they_come_from(tmp_path, monkeypatch):
     assert fp.prob.iloc[0] == op[(op.label == 0) & (op.pred == 1)].prob.max()
 
 
+def _pooled(experiment_dir: Path) -> pd.DataFrame:
+    """A configuration's predictions over its folds, by lesion."""
+    files = sorted(experiment_dir.glob("fold*/predictions.csv"))
+    return pd.concat(map(pd.read_csv, files)).set_index("lesion_id")
+
+
 def test_a_study_over_seeds_is_evaluated_per_seed_and_across(tmp_path, monkeypatch, capsys):
     """``seed<s>/`` folders (``seed_folders=true``): a report per seed, and the mean and spread
     of each configuration's pooled AUC over the seeds, through ``rimnet evaluate``."""
@@ -435,3 +441,13 @@ def test_a_study_over_seeds_is_evaluated_per_seed_and_across(tmp_path, monkeypat
     assert summary.loc["flair", "pooled_sd"] == 0  # the same predictions in both seeds
     assert set(pd.read_csv(out / "seeds_delong.csv").seed) == {1, 2}
     assert "± " in (out / "seeds.md").read_text()
+    # the ensemble: each lesion's probability averaged over the two seeds, then the AUCs
+    one, two = (_pooled(tmp_path / "sweep" / f"seed{s}" / "phase") for s in (1, 2))
+    expected = roc_auc_score(one.label, (one.prob + two.prob.loc[one.index]) / 2)
+    ensemble = pd.read_csv(out / "seeds_ensemble_auc.csv").set_index("experiment")
+    assert ensemble.loc["phase", "auc_pooled"] == pytest.approx(expected, abs=1e-4)
+    assert ensemble.loc["flair", "auc_pooled"] == pytest.approx(
+        summary.loc["flair", "pooled_mean"], abs=1e-4
+    )  # two equal seeds: their ensemble is either
+    assert len(pd.read_csv(out / "seeds_ensemble_delong.csv")) >= 1
+    assert f"{ensemble.loc['phase', 'auc_pooled']:.3f}" in (out / "seeds.md").read_text()
