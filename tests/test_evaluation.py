@@ -403,6 +403,20 @@ def test_paper_figures_show_the_data_they_come_from(tmp_path, monkeypatch):
     assert fp.prob.iloc[0] == op[(op.label == 0) & (op.pred == 1)].prob.max()
 
 
+def test_a_sweep_without_phase_or_rimnet_is_reported(tmp_path):
+    """Table 3's rows need the phase model or RimNet; a sweep of T2* runs alone still gets its
+    AUCs, and a Table 3 without rows."""
+    from rimnet.evaluation.report import write_report
+
+    _synthetic_sweep(tmp_path / "all")
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "all" / "t2star").rename(tmp_path / "sweep" / "t2star")
+    summary = write_report(tmp_path / "sweep", tmp_path / "report", experiment_catalogue())
+    assert summary["configurations"] == ["t2star"]
+    assert 0.5 < summary["auc"]["t2star"]["auc_pooled"] <= 1
+    assert "Cross-validation evaluation" not in (tmp_path / "report" / "table3.md").read_text()
+
+
 def _pooled(experiment_dir: Path) -> pd.DataFrame:
     """A configuration's predictions over its folds, by lesion."""
     files = sorted(experiment_dir.glob("fold*/predictions.csv"))

@@ -323,7 +323,7 @@ def table3_markdown(t3: pd.DataFrame) -> str:
         ("beyond", "Beyond the paper (cross-validation)"),
     )
     for section, title in sections:
-        sub = t3[t3.section == section]
+        sub = t3[t3["section"] == section] if len(t3) else t3  # no phase nor RimNet: no rows
         if sub.empty:
             continue
         lines.append(f"| **{title}** | | | | | | | | |")
