@@ -8,13 +8,17 @@ options.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hydra
 from omegaconf import DictConfig
 
 from rimnet.config import CONFIG_DIR, register_resolvers
-from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache
 from rimnet.errors import exit_on_error
 from rimnet.preflight import start
+
+if TYPE_CHECKING:
+    from rimnet.data.cache import PatchCache
 
 
 def summary(cache: PatchCache) -> str:
@@ -34,6 +38,8 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="preprocess")
 @exit_on_error
 def hydra_main(cfg: DictConfig) -> None:
+    from rimnet.data.cache import PreprocessConfig, build_cache  # torch: where work starts
+
     cache = build_cache(
         cfg.cohort,
         cfg.cache_dir,

@@ -38,6 +38,7 @@ def rimnet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["train", "trainer.max_epochs=-3"], 2, ["error: invalid configuration", "max_epochs"]),
         (["train", "data.batch_size=-1"], 2, ["error: data.batch_size", "data.loader.batch_size"]),
         (["evaluate", "--help"], 0, ["rimnet evaluate"]),
+        (["preprocess", "--help"], 0, ["built-in list, ['phase', 't2star', 'flair']"]),
     ],
 )
 def test_answers_without_torch(args, code, words, tmp_path):
