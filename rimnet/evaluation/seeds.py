@@ -147,7 +147,7 @@ def write_seed_report(
                 "pooled_sd": r.pooled_sd,
                 "ensemble_pooled": None
                 if ensemble is None or r.experiment not in ensemble.index
-                else round(float(ensemble.loc[r.experiment, "auc_pooled"]), 4),
+                else float(ensemble.loc[r.experiment, "auc_pooled"]),
             }
             for r in summary.itertuples()
         },
