@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from rimnet.data.contract import MODALITIES, modality_rank
+from rimnet.hardware import cpu_precision
 from rimnet.tracking import (  # noqa: F401  (wandb_run re-exported)
     WANDB_SETTINGS,
     wandb_dir,
@@ -57,7 +58,7 @@ def paper_patches() -> dict:
 def register_resolvers() -> None:
     """The OmegaConf resolvers the configs use (``len``, ``sum``, ``abspath``, ``dirname``,
     ``wandb_offline``, ``wandb_setting``, ``wandb_dir``, ``seed_folder``,
-    ``builtin_modalities``)."""
+    ``builtin_modalities``, ``cpu_precision``)."""
     resolvers = {
         # a ListConfig, not a list: `--cfg job --resolve` resolves in place, which takes no list
         "builtin_modalities": lambda: OmegaConf.create(list(MODALITIES)),
@@ -69,6 +70,7 @@ def register_resolvers() -> None:
         "wandb_setting": lambda key: WANDB_SETTINGS[key],
         "wandb_dir": wandb_dir,
         "seed_folder": lambda on, seed: f"seed{seed}/" if on else "",
+        "cpu_precision": lambda: cpu_precision(),
     }
     for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)

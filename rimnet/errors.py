@@ -36,14 +36,18 @@ class ConfigError(RimnetError):
 def error_message(exc: BaseException) -> str | None:
     """The ``error:`` text of an exception the user can act on, or None for a bug.
 
-    A :class:`RimnetError`, a missing mandatory config value, an object the config cannot build
+    A :class:`RimnetError` (also where a config resolver raised it), a missing mandatory config
+    value, an object the config cannot build
     (Hydra's ``InstantiationException``, e.g. a trainer option Lightning refuses), or an
     operating-system error on a file (disk full, read-only file system, name too long, ...).
     """
-    from omegaconf.errors import MissingMandatoryValue
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
     if isinstance(exc, RimnetError):
         return str(exc)
+    inner = exc.__cause__ or exc.__context__
+    if isinstance(exc, InterpolationResolutionError) and isinstance(inner, RimnetError):
+        return str(inner)  # raised inside a resolver, e.g. ${cpu_precision:}
     if isinstance(exc, MissingMandatoryValue):
         key = getattr(exc, "full_key", None) or str(exc).split(":")[-1].strip()
         return f"the setting {key}= is required and has no default (see --help)"

@@ -41,8 +41,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     check_config(cfg)
     from rimnet.training.engine import write_predictions
-    from rimnet.training.run import check_resume, claim_run_folder, external_ids, prepare_data
+    from rimnet.training.run import (
+        check_network,
+        check_resume,
+        claim_run_folder,
+        external_ids,
+        prepare_data,
+    )
 
+    check_network(cfg)
     check_resume(cfg)
     out = claim_run_folder(cfg.run.dir)
     cache, splits = prepare_data(cfg)

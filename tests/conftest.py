@@ -13,6 +13,10 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# The suite trains in float32 and eagerly, whatever the processor (its exactness checks compare
+# engines and resumed runs to the last bit); tests/test_hardware.py covers the machine defaults.
+os.environ.setdefault("RIMNET_CPU_PRECISION", "32-true")
+os.environ.setdefault("RIMNET_COMPILE", "false")
 
 from rimnet.data.cache import PreprocessConfig, build_cache  # noqa: E402
 from rimnet.synth.cohort import generate_cohort  # noqa: E402

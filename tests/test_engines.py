@@ -157,15 +157,17 @@ def test_packed_engine_equals_sequential_engine(both):
     leaving the pack: the same schedules, predictions and logged losses.
 
     fp32 (the grouped and the plain convolution sum in different orders; Adam turns that
-    round-off into ~1e-4 of probability after a few steps): probabilities within 2e-3.
+    round-off into ~1e-4 of probability after a few steps, more where oneDNN picks other
+    kernels: at most 3.3e-3 measured on a Sapphire Rapids, under 2e-3 on a Zen 4):
+    probabilities within 5e-3, far below what a wrong member's weights or data would move.
     """
     sequential, packed, specs = both
     for seq, pk, spec in zip(sequential, packed, specs):
         assert pk.staircase.epochs_per_rate == seq.staircase.epochs_per_rate
         a, b = seq.predictions["predictions"], pk.predictions["predictions"]
         assert list(a.lesion_id) == list(b.lesion_id) and len(a) > 0
-        assert np.abs(a.prob.to_numpy() - b.prob.to_numpy()).max() < 2e-3
-        assert abs(seq.metrics["test/loss"] - pk.metrics["test/loss"]) < 2e-3
+        assert np.abs(a.prob.to_numpy() - b.prob.to_numpy()).max() < 5e-3
+        assert abs(seq.metrics["test/loss"] - pk.metrics["test/loss"]) < 5e-3
         assert seq.metrics["test/acc"] == pytest.approx(pk.metrics["test/acc"], abs=0.02)
         logged = pd.read_csv(Path(spec.cfg.run.dir) / "csv" / "metrics.csv")
         assert sorted(logged.epoch.dropna().astype(int).unique()) == list(

@@ -38,6 +38,7 @@ from rimnet.io import atomic_path, claim_folder, fingerprint, write_json
 from rimnet.training.checks import check_config
 from rimnet.training.engine import RunSpec, write_predictions
 from rimnet.training.run import (
+    check_network,
     claim_run_folder,
     external_ids,
     prepare_data,
@@ -184,6 +185,7 @@ def run_nested_jobs(cfgs: list[DictConfig]) -> list[dict]:
     jobs: dict[int, _Job] = {}
     for n, cfg in enumerate(cfgs):
         check_config(cfg)
+        check_network(cfg)
         out = claim_run_folder(cfg.paths.output_dir)
         job_hash = job_fingerprint(cfg)
         finished = _start_job(cfg, out, job_hash)

@@ -51,6 +51,14 @@ def claim_run_folder(path: str | Path) -> Path:
     return claim_folder(path, "training-run", "run folder", ignore)
 
 
+def check_network(cfg: DictConfig) -> None:
+    """Build the configured network once, before any data is generated or cached, so that a bad
+    ``model.net`` setting is an error at once rather than after minutes of preprocessing."""
+    import hydra
+
+    hydra.utils.instantiate(cfg.model.net)
+
+
 def check_resume(cfg: DictConfig) -> None:
     """``ckpt_path`` must exist, load safely and hold weights that fit the configured network."""
     import hydra
