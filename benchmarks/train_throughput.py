@@ -1,7 +1,19 @@
-"""Training-step throughput (patches/s): TorchIO per-sample DataLoader path vs the batched path.
+"""Training-step throughput (patches/s) against the processor's ceiling, the TorchIO per-sample
+DataLoader path against the batched path, and packed models.
 
     python benchmarks/train_throughput.py [--cache DIR] [--steps 20] [--widths 8 16 32]
     [--workers 0] [--packed-k 1 4] [--amp bf16] [--packed-only] [--device all|cpu|cuda]
+    python benchmarks/train_throughput.py --ceiling [--ceiling-widths 8,16,32 32,64,128]
+        [--precision fp32 bf16] [--steps 20]
+
+``--ceiling`` prints, per width and precision (phase + FLAIR, batch 32, channels-last-3d): the
+multiply-adds of a training step and the ceiling (``benchmarks/ceiling.py``: the network's own
+convolution and linear layers run alone on this CPU), then the model-only step (random tensors,
+forward + backward + Adam; eager and ``torch.compile``) and the whole training loop (a Lightning
+``Trainer`` built from the real configs, ``rimnet train experiment=phase_flair data=smoke``, timed
+from step to step after warm-up; eager and compiled), each as patches/s and a percentage of the
+ceiling. bf16 rows run under ``torch.autocast`` (``trainer.precision=bf16-mixed``); on a CPU
+without native bfloat16 they are emulated and slow (``--precision fp32`` skips them).
 
 Same model, same batch size, same cache, measured side by side in one run, on CPU and on CUDA when
 present. Also prints the data path alone (no model), where the difference is clearest, and the
@@ -16,17 +28,22 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from rimnet.data.cache import PreprocessConfig, build_cache, load_cache
+from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache, load_cache
 from rimnet.data.datamodule import PatchDataModule
+from rimnet.hardware import native_bf16
 from rimnet.models import PackedRimNet, RimNet
 from rimnet.synth.cohort import generate_cohort
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def measure(
@@ -125,7 +142,14 @@ def main() -> None:
     ap.add_argument("--amp", choices=["fp32", "bf16"], default="fp32", help="packed precision")
     ap.add_argument("--packed-only", action="store_true", help="skip the data-path rows")
     ap.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
+    ap.add_argument("--ceiling", action="store_true", help="the ceiling rows only (CPU)")
+    ap.add_argument("--ceiling-widths", nargs="+", default=["8,16,32", "32,64,128"])
+    ap.add_argument("--loop-epochs", type=int, default=2, help="timed epochs of the loop rows")
+    ap.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     args = ap.parse_args()
+    if args.ceiling:
+        ceiling_rows(args)
+        return
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     devices = [d for d in devices if args.device in ("all", d.type)]
     print(
@@ -153,15 +177,142 @@ def main() -> None:
             )
 
 
+def smoke_cache(args: argparse.Namespace) -> PatchCache:
+    """``--cache``, else the smoke cohort generated and preprocessed in a fresh temporary folder."""
+    if args.cache:
+        return load_cache(args.cache)
+    tmp = Path(tempfile.mkdtemp(prefix="rimnet-bench-"))
+    csv = generate_cohort(tmp / "smoke", "smoke", progress=False)
+    cfg = PreprocessConfig.paper(elastic_copies=1)
+    return build_cache(csv, tmp / "smoke-cache", cfg, progress=False)
+
+
+def model_rate(widths, precision: str, compiled: bool, steps: int, batch: int = 32) -> float:
+    """Patches/s of model-only training steps (RimNet, phase + FLAIR, random tensors,
+    channels-last-3d, Adam) in ``precision``; ``compiled``: under ``torch.compile`` (its
+    compilation is part of the warm-up, not timed)."""
+    torch.manual_seed(0)
+    net = RimNet(2, widths=widths).to(memory_format=torch.channels_last_3d)
+    fn = torch.compile(net) if compiled else net
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    x = torch.randn(batch, 2, 28, 28, 28).contiguous(memory_format=torch.channels_last_3d)
+    y = torch.randint(0, 2, (batch,))
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step() -> None:
+        opt.zero_grad()
+        with cast:
+            logits = fn(x)
+        F.cross_entropy(logits.float(), y).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+class EpochTimer(pl.Callback):
+    """Times whole training epochs after the first (which compiles, warms caches and allocators):
+    every step, the epoch's end and Lightning's bookkeeping included."""
+
+    def __init__(self) -> None:
+        self.seconds, self.patches, self._t0, self._n = 0.0, 0, 0.0, 0
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._t0, self._n = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._n += len(batch[1])
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if trainer.current_epoch > 0:
+            self.seconds += time.perf_counter() - self._t0
+            self.patches += self._n
+
+
+def loop_rate(cache: PatchCache, widths, precision: str, compiled: bool, epochs: int) -> float:
+    """Patches/s of the real training loop: ``rimnet train experiment=phase_flair`` on one fold's
+    outer training set of the cache, built from the configs; ``epochs`` timed epochs after one
+    untimed."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import hydra
+    from helpers import compose_train
+
+    from rimnet.data.splits import make_splits
+    from rimnet.train import single_spec
+    from rimnet.training.engine import build_run
+
+    prec = {"fp32": "32-true", "bf16": "bf16-mixed"}[precision]
+    out = Path(tempfile.mkdtemp(prefix="rimnet-loop-"))
+    overrides = [
+        "experiment=phase_flair", "data=smoke", "logger=csv", "inner_fold=null", "test=false",
+        f"model.net.widths=[{','.join(map(str, widths))}]", f"trainer.precision={prec}",
+        f"model.compile={str(compiled).lower()}", f"schedule.fixed_epochs=[{epochs + 1},0,0,0]",
+        "~callbacks.progress_bar", "+trainer.enable_progress_bar=false",
+        "+trainer.enable_checkpointing=false", "~callbacks.model_checkpoint",
+    ]  # fmt: skip
+    cfg = compose_train(overrides, out, out)
+    splits = make_splits(cache.patients, cache.lesions, 4, 3, 0)
+    parts = build_run(single_spec(cfg, splits, {}), cache)
+    timer = EpochTimer()
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=[*parts.callbacks, timer], logger=False
+    )
+    trainer.fit(parts.module, datamodule=parts.dm)
+    return timer.patches / timer.seconds
+
+
+def ceiling_rows(args: argparse.Namespace) -> None:
+    """Model-only and loop patches/s against the ceiling, per width and precision."""
+    from ceiling import ceiling, layers, matmul_peak, step_macs
+
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    for p in args.precision:
+        print(f"matrix-multiply peak {p}: {matmul_peak(p):.1f} GMAC/s")
+    cache = smoke_cache(args)
+    print(
+        "phase + FLAIR, batch 32, channels-last-3d; patches/s (and % of the ceiling)\n"
+        f"{'widths':>9s} {'prec':>4s} {'MMAC/patch':>10s} {'ceiling':>8s} {'model':>14s} "
+        f"{'model compiled':>15s} {'loop':>14s} {'loop compiled':>14s} {'loop/model':>10s}"
+    )
+    for w in args.ceiling_widths:
+        widths = [int(v) for v in w.split(",")]
+        _, macs = step_macs(layers(RimNet(2, widths=widths), 32))
+        for p in args.precision:
+            slow = p == "bf16" and not native_bf16()  # emulated: a few steps are enough
+            steps = max(2, args.steps // (10 if slow else 1) // (4 if widths[0] > 8 else 1))
+            top = ceiling(RimNet(2, widths=widths), 32, p, repeats=1 if slow else 3)
+            rates = [
+                model_rate(widths, p, False, steps),
+                model_rate(widths, p, True, steps),
+                loop_rate(cache, widths, p, False, args.loop_epochs),
+                loop_rate(cache, widths, p, True, args.loop_epochs),
+            ]
+            cells = [f"{r:6.1f} ({r / top['patches_per_s']:4.0%})" for r in rates]
+            print(
+                f"{w.replace(',', '/'):>9s} {p:>4s} {macs / 32 / 1e6:10.1f} "
+                f"{top['patches_per_s']:8.1f} {cells[0]:>14s} {cells[1]:>15s} {cells[2]:>14s} "
+                f"{cells[3]:>14s} {rates[3] / rates[1]:9.0%}",
+                flush=True,
+            )
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the architecture."""
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def data_path_rows(args: argparse.Namespace, devices: list[torch.device]) -> None:
     """TorchIO per-sample DataLoader path vs the batched path, data alone and training step."""
-    if args.cache:
-        cache = load_cache(args.cache)
-    else:
-        tmp = Path(tempfile.mkdtemp(prefix="rimnet-bench-"))
-        csv = generate_cohort(tmp / "smoke", "smoke", progress=False)
-        cfg = PreprocessConfig.paper(elastic_copies=1)
-        cache = build_cache(csv, tmp / "smoke-cache", cfg, progress=False)
+    cache = smoke_cache(args)
     pats = cache.patients.patient_id.tolist()
     print(
         f"cache {cache.path}: {len(cache.lesions)} patches; batch {args.batch_size}; RimNet "
