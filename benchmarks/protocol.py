@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -29,18 +28,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from rimnet.hardware import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGURATIONS = 7  # six nested-CV configurations of Table 3 + the inter-center study
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the architecture."""
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def prepare(root: Path, scale: str) -> float:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from rimnet.data.cache import PatchCache, PreprocessConfig, build_cache, load_cache
 from rimnet.data.datamodule import PatchDataModule
-from rimnet.hardware import native_bf16
+from rimnet.hardware import cpu_name, native_bf16
 from rimnet.models import PackedRimNet, RimNet
 from rimnet.synth.cohort import generate_cohort
 
@@ -298,16 +298,6 @@ def ceiling_rows(args: argparse.Namespace) -> None:
                 f"{cells[3]:>14s} {rates[3] / rates[1]:9.0%}",
                 flush=True,
             )
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the architecture."""
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def data_path_rows(args: argparse.Namespace, devices: list[torch.device]) -> None:

@@ -48,6 +48,22 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_name() -> str:
+    """The processor's model name (``model name`` of ``/proc/cpuinfo`` on Linux), else the
+    architecture (``platform.machine()``).
+
+    Example:
+        >>> isinstance(cpu_name(), str)
+        True
+    """
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def native_bf16(flags: frozenset[str] | None = None) -> bool:
     """Whether the processor computes in bfloat16 natively (see :data:`BF16_FLAGS`).
 
