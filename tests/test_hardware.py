@@ -81,14 +81,19 @@ def test_compile_takes_true_false_or_auto():
         RimNetModule(RimNet(1, widths=(2, 2, 2)), compile="yes")
 
 
-def test_a_bfloat16_compiled_run_trains_and_checkpoints_the_plain_network(monkeypatch, tmp_path):
-    """The machine's default path on a run of a few steps: bf16-mixed autocast, the compiled
-    training step; the checkpoint holds the plain network's keys and loads into float32."""
+@pytest.mark.parametrize(
+    "compiled",
+    [False, pytest.param(True, marks=pytest.mark.slow)],  # a cold Inductor cache: ~1-2 min
+)
+def test_a_bfloat16_run_trains_and_checkpoints_the_plain_network(compiled, monkeypatch, tmp_path):
+    """The machine's default path on a run of a few steps: bf16-mixed autocast, eager or with
+    the compiled training step; the checkpoint holds the plain network's keys and loads into
+    float32."""
     monkeypatch.delenv(PRECISION_ENV, raising=False)
     precision = "bf16-mixed"  # emulated (slow) without native bfloat16: the steps stay few
     cfg = compose_train(
         ["+experiment=phase", "data=smoke", "logger=csv", "trainer.max_epochs=1",
-         f"trainer.precision={precision}", "model.compile=true",
+         f"trainer.precision={precision}", f"model.compile={str(compiled).lower()}",
          "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
          "model.net.widths=[2,2,4]"], tmp_path, tmp_path / "run",
     )  # fmt: skip
