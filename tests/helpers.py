@@ -29,9 +29,24 @@ def compose_train(overrides: list[str], root: Path, output_dir: Path) -> DictCon
     return cfg
 
 
-def read_offline_wandb(path: Path) -> tuple[list[dict], dict]:
-    """History rows and summary of an offline W&B run file (``run-*.wandb``, LevelDB log format)."""
-    import json
+def read_offline_wandb(path: Path, timeout_s: float = 60.0) -> tuple[list[dict], dict]:
+    """History rows and summary of an offline W&B run file (``run-*.wandb``, LevelDB log format).
+
+    ``run.finish()`` can return while W&B's service still writes the file's last block; the file
+    is read until it holds the run's ``exit`` record (at most ``timeout_s``)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    records = _wandb_records(path)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, f"{path} has no exit record after {timeout_s} s"
+        time.sleep(0.2)
+        records = _wandb_records(path)
+    return _history_and_summary(records)
+
+
+def _wandb_records(path: Path) -> list:
+    """The protobuf records of a W&B run file, as far as it is written."""
     import struct
 
     from wandb.proto import wandb_internal_pb2
@@ -51,10 +66,20 @@ def read_offline_wandb(path: Path) -> tuple[list[dict], dict]:
             buf = chunk if kind == 2 else buf + chunk
         elif kind == 4:
             chunks.append(buf + chunk)
-    history, summary = [], {}
+    records = []
     for c in chunks:
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(c)
+        records.append(rec)
+    return records
+
+
+def _history_and_summary(records: list) -> tuple[list[dict], dict]:
+    """History rows and the merged summary of W&B records."""
+    import json
+
+    history, summary = [], {}
+    for rec in records:
         kind = rec.WhichOneof("record_type")
         if kind == "history":
             history.append(
