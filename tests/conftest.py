@@ -17,7 +17,6 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # engines and resumed runs to the last bit); tests/test_hardware.py covers the machine defaults.
 os.environ.setdefault("RIMNET_CPU_PRECISION", "32-true")
 os.environ.setdefault("RIMNET_COMPILE", "false")
-
 from rimnet.data.cache import PreprocessConfig, build_cache  # noqa: E402
 from rimnet.synth.cohort import generate_cohort  # noqa: E402
 
@@ -25,20 +24,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def smoke_csv(tmp_path_factory) -> Path:
-    return generate_cohort(
-        tmp_path_factory.mktemp("synth") / "smoke", "smoke", seed=0, progress=False
+def smoke_project(tmp_path_factory) -> Path:
+    """The session's project root for the smoke cohort, with ``data/`` as ``rimnet train
+    data=smoke`` lays it out: the cohort under ``synth/smoke``, its cache under ``cache/smoke``,
+    generated once. Tests that train on it write their runs elsewhere (or, the sweeps, under its
+    ``outputs/``) and leave its data as they found it."""
+    root = tmp_path_factory.mktemp("smoke-project")
+    data = root / "data"
+    csv = generate_cohort(data / "synth" / "smoke", "smoke", seed=0, progress=False)
+    build_cache(
+        csv, data / "cache" / "smoke", PreprocessConfig.paper(elastic_copies=1), progress=False
     )
+    return root
 
 
 @pytest.fixture(scope="session")
-def smoke_cache(smoke_csv, tmp_path_factory):
-    return build_cache(
-        smoke_csv,
-        tmp_path_factory.mktemp("cache") / "smoke",
-        PreprocessConfig.paper(elastic_copies=1),
-        progress=False,
-    )
+def smoke_csv(smoke_project) -> Path:
+    return smoke_project / "data" / "synth" / "smoke" / "cohort.csv"
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(smoke_project):
+    from rimnet.data.cache import load_cache
+
+    return load_cache(smoke_project / "data" / "cache" / "smoke")
 
 
 def write_cohort(

@@ -110,16 +110,20 @@ def test_pack_select_and_member_views():
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("engines")
+def root(smoke_project, tmp_path_factory) -> tuple[Path, Path]:
+    """The session's smoke project and a folder of this module's runs."""
+    return smoke_project, tmp_path_factory.mktemp("engines")
 
 
-def _specs(root: Path, tag: str, overrides: list[str] = ()) -> tuple[list[RunSpec], object]:
+def _specs(
+    root: tuple[Path, Path], tag: str, overrides: list[str] = ()
+) -> tuple[list[RunSpec], object]:
     """Two inner runs (plateau staircase, validation, best weights) and two final runs of
     different fixed schedules (one stops an epoch earlier: the pack is rebuilt without it)."""
-    cfg = compose_train([*OVERRIDES, *overrides], root, root / tag)
+    project, runs = root
+    cfg = compose_train([*OVERRIDES, *overrides], project, runs / tag)
     cache, splits = prepare_data(cfg)
-    out = claim_folder(root / tag, "training-run")
+    out = claim_folder(runs / tag, "training-run")
     specs = []
     for fold in (0, 1):
         ids, test = splits["inner"][fold][0], splits["outer"][fold]["test"]

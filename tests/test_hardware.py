@@ -85,7 +85,9 @@ def test_compile_takes_true_false_or_auto():
     "compiled",
     [False, pytest.param(True, marks=pytest.mark.slow)],  # a cold Inductor cache: ~1-2 min
 )
-def test_a_bfloat16_run_trains_and_checkpoints_the_plain_network(compiled, monkeypatch, tmp_path):
+def test_a_bfloat16_run_trains_and_checkpoints_the_plain_network(
+    compiled, monkeypatch, tmp_path, smoke_project
+):
     """The machine's default path on a run of a few steps: bf16-mixed autocast, eager or with
     the compiled training step; the checkpoint holds the plain network's keys and loads into
     float32."""
@@ -95,7 +97,7 @@ def test_a_bfloat16_run_trains_and_checkpoints_the_plain_network(compiled, monke
         ["+experiment=phase", "data=smoke", "logger=csv", "trainer.max_epochs=1",
          f"trainer.precision={precision}", f"model.compile={str(compiled).lower()}",
          "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-         "model.net.widths=[2,2,4]"], tmp_path, tmp_path / "run",
+         "model.net.widths=[2,2,4]"], smoke_project, tmp_path / "run",
     )  # fmt: skip
     metrics = train(cfg)
     assert 0.0 <= metrics["test/auroc"] <= 1.0

@@ -19,9 +19,9 @@ from rimnet.train import train
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(smoke_project, tmp_path_factory):
     """A tiny phase + FLAIR model trained on the smoke cohort, exported as a bundle."""
-    root = tmp_path_factory.mktemp("inf")
+    root, work = smoke_project, tmp_path_factory.mktemp("inf")
     cfg = compose_train(
         [
             "+experiment=phase_flair",
@@ -31,12 +31,12 @@ def trained(tmp_path_factory):
             "+trainer.limit_train_batches=3",
         ],
         root,
-        root / "run",
+        work / "run",
     )
     train(cfg)
-    (root / "run" / "resolved_config.yaml").unlink()  # the checkpoint alone describes the run
-    assert not (root / "run" / ".hydra").exists()
-    bundle = export_bundle(root / "run", root / "bundle.pt")
+    (work / "run" / "resolved_config.yaml").unlink()  # the checkpoint alone describes the run
+    assert not (work / "run" / ".hydra").exists()
+    bundle = export_bundle(work / "run", work / "bundle.pt")
     splits = json.loads((root / "data" / "splits" / "smoke.json").read_text())
     cohort = read_cohort(root / "data" / "synth" / "smoke" / "cohort.csv").set_index(
         "patient_id", drop=False

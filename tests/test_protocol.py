@@ -164,8 +164,9 @@ def _sweep(root: Path, *overrides: str, timeout: int = 600) -> subprocess.Comple
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cvroot")
+def root(smoke_project) -> Path:
+    """The session's smoke project; this module's sweeps are the only ones under its outputs/."""
+    return smoke_project
 
 
 def _check_job(job_dir: Path, cache_lesions: pd.DataFrame | None = None) -> dict:

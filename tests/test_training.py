@@ -48,9 +48,9 @@ ROOT_REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    """A project root shared by the tests of this module, so the smoke cache is built once."""
-    return tmp_path_factory.mktemp("root")
+def root(smoke_project) -> Path:
+    """The session's smoke project: its cohort and cache are built once (runs go to tmp_path)."""
+    return smoke_project
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
