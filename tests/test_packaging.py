@@ -39,8 +39,7 @@ def installed(tmp_path_factory) -> dict[str, str]:
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), wheel],
         check=True,
     )
-    return {**os.environ, "PYTHONPATH": str(site), "RIMNET_ROOT": str(tmp / "work"),
-            "WANDB_MODE": "offline"}  # fmt: skip
+    return {**os.environ, "PYTHONPATH": str(site), "WANDB_MODE": "offline"}
 
 
 def _run(env: dict, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -51,18 +50,22 @@ def _run(env: dict, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return out
 
 
-def test_wheel_trains_outside_the_source_tree(installed, tmp_path):
+def test_wheel_trains_outside_the_source_tree(installed, smoke_project, tmp_path):
     """From a folder outside the checkout, the installed package finds its configs inside itself
-    and trains (synthesis, preprocessing and a fast_dev_run of the smoke cohort)."""
+    and trains a fast_dev_run of the session's smoke project (whose cohort and cache it checks
+    and reuses: their fingerprints are the package's own)."""
     where = _run(installed, "-c", "import rimnet.config as c; print(c.CONFIG_DIR)", cwd=tmp_path)
     assert where.stdout.strip().endswith(os.path.join("site", "rimnet", "conf"))
     help_ = _run(installed, "-m", "rimnet.train", "--help", cwd=tmp_path).stdout
     assert "phase_flair" in help_ and "engine" in help_
-    _run(installed, "-m", "rimnet.train", "experiment=flair", "data=smoke", "logger=csv",
-         "+trainer.fast_dev_run=true", cwd=tmp_path)  # fmt: skip
-    assert list((tmp_path.parent / "work").glob("**/patches.bin")) or list(
-        Path(installed["RIMNET_ROOT"]).glob("data/cache/smoke/patches.bin")
-    )
+    cache = smoke_project / "data" / "cache" / "smoke" / "patches.bin"
+    stamp = cache.stat().st_mtime_ns
+    env = {**installed, "RIMNET_ROOT": str(smoke_project)}
+    out = _run(env, "-m", "rimnet.train", "experiment=flair", "data=smoke", "logger=csv",
+               f"hydra.run.dir={tmp_path / 'run'}", "+trainer.fast_dev_run=true",
+               cwd=tmp_path)  # fmt: skip
+    assert (tmp_path / "run" / "resolved_config.yaml").is_file(), out.stdout[-2000:]
+    assert cache.stat().st_mtime_ns == stamp  # the cache was reused, not rebuilt
 
 
 def test_console_script_dispatches_every_stage(tmp_path):

@@ -118,12 +118,13 @@ def test_bids_errors_name_the_subject_and_the_files(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def prepared(tmp_path_factory, smoke_csv):
     """The smoke phantom as BIDS (raw wrapped phase, 1 mm FLAIR with head motion, masks and aseg
-    in FLAIR space), prepared for two patients; and the same patients written directly."""
+    in FLAIR space), prepared for two patients; and the same patients written directly (the
+    session's smoke cohort: the same scale and seed)."""
     root = tmp_path_factory.mktemp("prepare")
     bids = generate_cohort(root / "bids", "smoke", seed=0, progress=False, fmt="bids")
-    direct = generate_cohort(root / "direct", "smoke", seed=0, progress=False).parent
+    direct = smoke_csv.parent
     cfg = PrepareConfig(phase_filter="gaussian", participant_label=["bas001", "lau002"], n_jobs=2)
     csv = prepare_bids(bids, root / "out", cfg, progress=False)
     return {"root": root, "bids": bids, "direct": direct, "csv": csv, "cfg": cfg}

@@ -20,12 +20,16 @@ from rimnet.models import RimNet
 from rimnet.training.protocol import aggregate_schedules, ensemble_external
 
 REPO = Path(__file__).resolve().parents[1]
+# The protocol, not the network, is under test here: the smallest RimNet, two steps an epoch.
 TINY = [
     "data=smoke",
     "logger=csv",
     "trainer.max_epochs=2",
     "+trainer.limit_train_batches=2",
     "+trainer.limit_val_batches=1",
+    "data.loader.batch_size=8",
+    "model.net.widths=[2,4,4]",
+    "model.net.fc=[8]",
 ]
 
 
@@ -292,7 +296,7 @@ def test_inter_center_ensemble_end_to_end(root):
         state = torch.load(
             exp / f"fold{k}" / "final" / "checkpoints" / "last.ckpt", weights_only=True
         )["state_dict"]
-        net = RimNet(2, widths=(8, 16, 32))
+        net = RimNet(2, widths=(2, 4, 4), fc=(8,))
         net.load_state_dict({key[4:]: v for key, v in state.items() if key.startswith("net.")})
         with torch.no_grad():
             probs.append(net.eval()(x).softmax(1)[:, 1].numpy())
@@ -305,8 +309,7 @@ def test_cv_protocol_packs_every_fold_and_sweeps_skip_its_jobs(root):
     into the folders a sweep over folds uses; the same jobs swept with the sequential engine are
     then skipped (one fingerprint, whichever engine or protocol ran them)."""
     env = {**os.environ, "RIMNET_ROOT": str(root), "WANDB_MODE": "offline"}
-    small = ["model.net.widths=[2,4,4]", "model.net.fc=[8]"]
-    cmd = [sys.executable, "-m", "rimnet.train", "+experiment=t2star_flair", "protocol=cv", *small]
+    cmd = [sys.executable, "-m", "rimnet.train", "+experiment=t2star_flair", "protocol=cv"]
     out = subprocess.run(
         [*cmd, "engine=packed", *TINY],
         cwd=REPO,
@@ -320,9 +323,7 @@ def test_cv_protocol_packs_every_fold_and_sweeps_skip_its_jobs(root):
     exp = root / "outputs" / "sweeps" / "smoke" / "t2star_flair"
     for k in range(4):
         _check_job(exp / f"fold{k}")
-    out = _sweep(
-        root, "experiment=t2star_flair", "fold=0,1,2,3", "engine=sequential", *small, *TINY
-    )
+    out = _sweep(root, "experiment=t2star_flair", "fold=0,1,2,3", "engine=sequential", *TINY)
     assert out.stdout.count("skipped") == 4
 
 
