@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 train: install  ## RimNet (phase + FLAIR) on the `default` synthetic cohort (generated on first use)
-	$(PY) -m rimnet.train experiment=phase_flair
+	$(PY) -m rimnet.train experiment=phase_flair inner_fold=null 'schedule.fixed_epochs=[6,0,0,0]'
 
 test: install  ## fast test suite (what CI runs)
 	$(PY) -m pytest -q
