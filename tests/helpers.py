@@ -59,6 +59,8 @@ def _wandb_records(path: Path) -> list:
         if left < 7 or (kind == 0 and length == 0):
             pos += left
             continue
+        if pos + 7 + length > len(data):  # a chunk the service is still writing
+            break
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 1:
             chunks.append(chunk)
